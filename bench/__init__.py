@@ -1,0 +1,1 @@
+"""Benchmarks: runnable scripts that measure migrator against a baseline in one run."""
