@@ -176,8 +176,8 @@ def _create_engine(url: str) -> Engine:
 
 def _create_private_file(path: Path) -> None:
     """Create the SQLite file readable by its owner only, if it does not exist."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
     except FileExistsError:
         return
