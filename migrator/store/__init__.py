@@ -17,11 +17,12 @@ from migrator.store.queue import (
     Released,
     Retried,
 )
+from migrator.store.reports import Reports
 from migrator.store.runs import Runs
 from migrator.store.schema import Action, State
 
 
-class JobStore(Queue, Runs):
+class JobStore(Queue, Runs, Reports):
     """An open job table, SQLite or PostgreSQL; see ``Database.open``."""
 
 
