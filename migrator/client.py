@@ -1,0 +1,596 @@
+"""The only code that speaks HTTP: Cloudflare's main API, its batch host, origins.
+
+One ``httpx.Client`` with a connection pool is shared by every worker thread. Each
+answer is turned into a result or into one exception of ``migrator.errors``, chosen
+by Cloudflare's error code first and the HTTP status second (reference §5).
+
+The client itself repeats only what is certainly safe to repeat: a request refused
+with 429 (Cloudflare did nothing with it) after the pause the limiter imposes, and a
+request refused for its batch token, once, with a new token. Every other decision
+(retry later, fail the row, stop the run) belongs to the runner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import email.utils
+import logging
+import mimetypes
+import os
+import re
+import threading
+import urllib.parse
+from collections.abc import Callable, Iterator
+from typing import IO, Any
+
+import httpx
+
+from migrator.errors import (
+    AccountStoppedError,
+    AlreadyExistsError,
+    ApiError,
+    AuthError,
+    ForbiddenEndpointError,
+    NotFoundError,
+    PermanentApiError,
+    RateLimitedError,
+    SourceError,
+    TransientApiError,
+    TransportError,
+)
+from migrator.ratelimit import RateLimiter, WindowBudget
+from migrator.rules import MAX_FILE_BYTES, encode_metadata
+from migrator.tokens import IssuedToken, Secret, TokenLease, TokenPool
+
+logger = logging.getLogger(__name__)
+
+CLOUDFLARE_API_URL = "https://api.cloudflare.com/client/v4"
+CLOUDFLARE_BATCH_URL = "https://batch.imagedelivery.net"
+
+MAIN_API_BUDGET = (1000, 300.0)
+"""Requests migrator allows itself on the main API per five minutes.
+
+Cloudflare allows 1200 per user (reference §1); the rest is left to whatever else
+uses the same API token while a migration runs.
+"""
+
+THROTTLE_RETRIES = 20
+"""429s in a row one request may meet before its row is retried later instead."""
+
+LIST_PAGE_SIZE = 100
+
+# Reference §5: the kind of each documented code.
+_TRANSIENT_CODES = frozenset(
+    {"5408", "5433", "5450", "5500", "5503", "5550"}
+    | {str(code) for code in range(5540, 5545)}
+)
+_PERMANENT_CODES = frozenset({"5400", "5401", "5413", "5415", "5455", "7003"})
+_STOP_CODES = frozenset({"5403", "5453"})
+_AUTH_CODES = frozenset({"10000"})
+_FORBIDDEN_ENDPOINT_CODE = "103"
+
+_FRACTION = re.compile(r"(\.\d{1,6})\d*")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClientConfig:
+    """Where Cloudflare is and how hard migrator may press on it."""
+
+    account_id: str
+    api_token: Secret
+    api_url: str = CLOUDFLARE_API_URL
+    batch_url: str = CLOUDFLARE_BATCH_URL
+    tokens: int = 1
+    rate: float = 200.0
+    connections: int = 64
+    connect_timeout: float = 10.0
+    read_timeout: float = 120.0
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageFields:
+    """What an upload or an update says about an image besides its bytes."""
+
+    custom_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    require_signed_urls: bool = False
+    creator: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageRecord:
+    """An image as Cloudflare describes it (upload, details, update, list)."""
+
+    id: str
+    variants: tuple[str, ...]
+    uploaded_at: dt.datetime | None
+    meta: dict[str, Any]
+    require_signed_urls: bool
+    creator: str | None
+
+    @classmethod
+    def from_result(cls, result: Any) -> ImageRecord:
+        """Read a result object; ``meta`` is also accepted as ``metadata`` (§3)."""
+        if not isinstance(result, dict) or not isinstance(result.get("id"), str):
+            raise TransientApiError(
+                "Cloudflare answered without an image object; will retry",
+                code=None,
+                http_status=200,
+            )
+        meta = result.get("meta", result.get("metadata")) or {}
+        return cls(
+            id=result["id"],
+            variants=tuple(result.get("variants") or ()),
+            uploaded_at=parse_timestamp(result.get("uploaded")),
+            meta=meta if isinstance(meta, dict) else {},
+            require_signed_urls=bool(result.get("requireSignedURLs", False)),
+            creator=result.get("creator"),
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class FilePart:
+    """Image bytes to upload: an open binary stream, its name and content type."""
+
+    stream: IO[bytes]
+    filename: str
+    content_type: str
+
+    @classmethod
+    def open(cls, path: str) -> FilePart:
+        """Open a local image for streaming; ``SourceError`` if it cannot be read.
+
+        The caller closes ``stream``. The content type comes from the file's first
+        bytes, since Cloudflare refuses a part whose type does not match (5455).
+        """
+        try:
+            stream = open(path, "rb")  # noqa: SIM115  (closed by the caller)
+        except OSError as error:
+            raise SourceError(
+                f"{path}: cannot be read: {error.strerror}",
+                code="file-unreadable",
+                permanent=True,
+            ) from error
+        head = stream.read(64)
+        stream.seek(0)
+        return cls(stream, os.path.basename(path), sniff_content_type(head, path))
+
+
+def sniff_content_type(head: bytes, name: str = "") -> str:
+    """The image type of a file from its first bytes, else from its name."""
+    for signature, content_type in _SIGNATURES:
+        if head.startswith(signature):
+            return content_type
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        return "image/webp"
+    if head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS:
+        return "image/heic"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<svg", b"<?xml", b"<!doctype svg")):
+        return "image/svg+xml"
+    guessed, _ = mimetypes.guess_type(name)
+    return guessed or "application/octet-stream"
+
+
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "image/png"),
+    (b"\xff\xd8\xff", "image/jpeg"),
+    (b"GIF87a", "image/gif"),
+    (b"GIF89a", "image/gif"),
+)
+_HEIF_BRANDS = frozenset({b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"})
+
+
+class ImagesClient:
+    """Cloudflare Images for migrator: batch tokens, rate, errors, one pool."""
+
+    def __init__(
+        self, config: ClientConfig, *, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self.config = config
+        self._http = httpx.Client(
+            timeout=httpx.Timeout(
+                config.read_timeout, connect=config.connect_timeout, pool=None
+            ),
+            limits=httpx.Limits(
+                max_connections=config.connections,
+                max_keepalive_connections=config.connections,
+            ),
+            transport=transport,
+            follow_redirects=False,
+        )
+        self.limiter = RateLimiter(config.rate, config.tokens)
+        self.main_budget = WindowBudget(*MAIN_API_BUDGET)
+        self.tokens = TokenPool(self.fetch_batch_token, config.tokens)
+        self._account_url = (
+            f"{config.api_url.rstrip('/')}/accounts/"
+            f"{urllib.parse.quote(config.account_id, safe='')}/images"
+        )
+        self._batch_url = f"{config.batch_url.rstrip('/')}/images"
+        self._list_on_batch_host = True
+        self._count_lock = threading.Lock()
+        self.requests = 0
+        self.throttled = 0
+
+    def __repr__(self) -> str:
+        return f"ImagesClient(api_url={self.config.api_url!r}, tokens={self.tokens!r})"
+
+    def close(self) -> None:
+        """Close every pooled connection."""
+        self._http.close()
+
+    def __enter__(self) -> ImagesClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # The main API, with the API token.
+
+    def fetch_batch_token(self) -> IssuedToken:
+        """Ask the main API for a new batch token (reference §1)."""
+        response = self._main("GET", "/v1/batch_token", operation="batch token")
+        result = _result(response, "batch token")
+        if not isinstance(result, dict) or not isinstance(result.get("token"), str):
+            raise TransientApiError(
+                "batch token: Cloudflare answered without a token; will retry",
+                code=None,
+                http_status=response.status_code,
+            )
+        expires_at = parse_timestamp(result.get("expiresAt"))
+        issued_at = _server_time(response)
+        lifetime = (expires_at - issued_at).total_seconds() if expires_at else 0.0
+        return IssuedToken(Secret(result["token"]), max(lifetime, 1.0))
+
+    # The batch host, with batch tokens.
+
+    def upload_url(self, url: str, fields: ImageFields) -> ImageRecord:
+        """Have Cloudflare fetch ``url`` and store it as a new image."""
+        form = [*_form(fields), ("url", url)]
+        response = self._batch(
+            "POST",
+            "/v1",
+            "upload",
+            lambda: {"files": [(k, (None, v)) for k, v in form]},
+        )
+        return ImageRecord.from_result(_result(response, "upload"))
+
+    def upload_file(self, part: FilePart, fields: ImageFields) -> ImageRecord:
+        """Stream ``part`` to Cloudflare as a new image (multipart ``file``)."""
+        form = _form(fields)
+
+        def build() -> dict[str, Any]:
+            part.stream.seek(0)
+            files: list[tuple[str, Any]] = [(k, (None, v)) for k, v in form]
+            files.append(("file", (part.filename, part.stream, part.content_type)))
+            return {"files": files}
+
+        response = self._batch("POST", "/v1", "upload", build)
+        return ImageRecord.from_result(_result(response, "upload"))
+
+    def details(self, image_id: str) -> ImageRecord:
+        """The image stored under ``image_id``; ``NotFoundError`` if none."""
+        path = f"/v1/{_quote(image_id)}"
+        response = self._batch("GET", path, "details", dict)
+        return ImageRecord.from_result(_result(response, "details"))
+
+    def update(self, image_id: str, fields: ImageFields) -> ImageRecord:
+        """Replace the metadata, signed-URL flag and creator of ``image_id``."""
+        body: dict[str, Any] = {
+            "metadata": fields.metadata or {},
+            "requireSignedURLs": fields.require_signed_urls,
+        }
+        if fields.creator is not None:
+            body["creator"] = fields.creator
+        path = f"/v1/{_quote(image_id)}"
+        response = self._batch("PATCH", path, "update", lambda: {"json": body})
+        return ImageRecord.from_result(_result(response, "update"))
+
+    def find(self, field: str, value: str) -> list[ImageRecord]:
+        """Every image whose metadata ``field`` equals ``value``, oldest first.
+
+        Lists on the batch host; if that host refuses list v2 (reference §1), this
+        and every later call list through the main API instead.
+        """
+        params = {
+            f"meta.{field}[eq]": value,
+            "per_page": str(LIST_PAGE_SIZE),
+            "sort_order": "asc",
+        }
+        if self._list_on_batch_host:
+            try:
+                return list(self._list(params, on_batch_host=True))
+            except (ForbiddenEndpointError, _NoRoute):
+                logger.warning(
+                    "batch host refused list v2: listing through the main API instead"
+                )
+                self._list_on_batch_host = False
+        return list(self._list(params, on_batch_host=False))
+
+    # Origins, without credentials.
+
+    def download(self, url: str) -> bytes:
+        """Fetch an image from its origin, for ``--fetch-local`` (at most 10 MB)."""
+        try:
+            with self._http.stream("GET", url) as response:
+                if response.status_code >= 400:
+                    raise SourceError(
+                        f"{url}: the origin answered HTTP {response.status_code}",
+                        code=f"origin-{response.status_code}",
+                        permanent=400 <= response.status_code < 500
+                        and response.status_code not in (408, 429),
+                    )
+                chunks: list[bytes] = []
+                size = 0
+                for chunk in response.iter_bytes():
+                    size += len(chunk)
+                    if size > MAX_FILE_BYTES:
+                        raise SourceError(
+                            f"{url}: larger than {MAX_FILE_BYTES} bytes, "
+                            "Cloudflare's limit",
+                            code="5413",
+                            permanent=True,
+                        )
+                    chunks.append(chunk)
+        except httpx.HTTPError as error:
+            raise SourceError(
+                f"{url}: the origin could not be reached: {_describe(error)}",
+                code="origin-unreachable",
+                permanent=False,
+            ) from error
+        return b"".join(chunks)
+
+    # Requests.
+
+    def _main(
+        self, method: str, path: str, *, operation: str, **kwargs: Any
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {self.config.api_token.reveal()}"}
+        for _ in range(THROTTLE_RETRIES):
+            self.main_budget.acquire()
+            response = self._send(
+                method, self._account_url + path, operation, headers=headers, **kwargs
+            )
+            if response.status_code != 429:
+                return response
+            self.main_budget.throttle(_retry_after(response))
+        return response
+
+    def _batch(
+        self,
+        method: str,
+        path: str,
+        operation: str,
+        build: Callable[[], dict[str, Any]],
+    ) -> httpx.Response:
+        refreshed = False
+        throttled = 0
+        while True:
+            slot = self.limiter.acquire()
+            lease = self.tokens.get(slot)
+            response = self._send(
+                method,
+                self._batch_url + path,
+                operation,
+                headers=_bearer(lease),
+                **build(),
+            )
+            if response.status_code == 429 and throttled < THROTTLE_RETRIES:
+                # A 429 was refused before any work: safe to send again once the
+                # limiter's pause is over.
+                throttled += 1
+                self.limiter.throttle(_retry_after(response))
+                continue
+            if _is_auth_failure(response) and not refreshed:
+                refreshed = True
+                logger.info("batch token %d: refused, fetching a new one", slot)
+                self.tokens.invalidate(lease)
+                continue
+            return response
+
+    def _send(
+        self, method: str, url: str, operation: str, **kwargs: Any
+    ) -> httpx.Response:
+        try:
+            response = self._http.request(method, url, **kwargs)
+        except httpx.HTTPError as error:
+            raise _transport_error(error, operation) from error
+        with self._count_lock:
+            self.requests += 1
+            if response.status_code == 429:
+                self.throttled += 1
+        return response
+
+    def _list(self, params: dict[str, str], *, on_batch_host: bool) -> Iterator[Any]:
+        query = dict(params)
+        while True:
+            if on_batch_host:
+                response = self._batch("GET", "/v2", "list", lambda: {"params": query})
+            else:
+                response = self._main("GET", "/v2", operation="list", params=query)
+            try:
+                result = _result(response, "list")
+            except PermanentApiError as error:
+                if on_batch_host and error.code in (None, "7003"):
+                    raise _NoRoute(str(error)) from error
+                raise
+            for item in result.get("images") or ():
+                yield ImageRecord.from_result(item)
+            token = result.get("continuation_token")
+            if not token:
+                return
+            query["continuation_token"] = token
+
+
+class _NoRoute(Exception):
+    """The batch host has no list v2 route: fall back to the main API."""
+
+
+def _bearer(lease: TokenLease) -> dict[str, str]:
+    return {"Authorization": f"Bearer {lease.secret.reveal()}"}
+
+
+def _quote(image_id: str) -> str:
+    # Custom IDs may hold '/', '?', '#' and UTF-8; the path carries them encoded
+    # (reference §3).
+    return urllib.parse.quote(image_id, safe="")
+
+
+def _form(fields: ImageFields) -> list[tuple[str, str]]:
+    form: list[tuple[str, str]] = []
+    if fields.custom_id is not None:
+        form.append(("id", fields.custom_id))
+    if fields.metadata:
+        form.append(("metadata", encode_metadata(fields.metadata)))
+    form.append(
+        ("requireSignedURLs", "true" if fields.require_signed_urls else "false")
+    )
+    if fields.creator is not None:
+        form.append(("creator", fields.creator))
+    return form
+
+
+def _is_auth_failure(response: httpx.Response) -> bool:
+    """A refused batch token: 10000, or 401/403 with no other code (§1, §5)."""
+    if response.is_success:
+        return False
+    codes = _codes(_json(response))
+    if codes:
+        return codes[0] in _AUTH_CODES
+    return response.status_code in (401, 403)
+
+
+def _result(response: httpx.Response, operation: str) -> Any:
+    """The ``result`` of a success envelope, or the exception its failure means."""
+    body = _json(response)
+    if response.is_success and isinstance(body, dict) and body.get("success"):
+        return body.get("result")
+    raise classify(response.status_code, body, operation, _retry_after(response))
+
+
+def classify(
+    status: int, body: Any, operation: str, retry_after: float | None = None
+) -> ApiError:
+    """The exception for a failed answer: by Cloudflare's code, else by status."""
+    codes = _codes(body)
+    code = codes[0] if codes else None
+    message = _messages(body) or f"HTTP {status}"
+    text = f"{operation}: Cloudflare refused it: {message}" + (
+        f" (code {code}, HTTP {status})" if code else f" (HTTP {status})"
+    )
+
+    if code in _AUTH_CODES:
+        return AuthError(
+            f"{text}; check the API token and its Images permission",
+            code=code,
+            http_status=status,
+        )
+    if code in _STOP_CODES:
+        return AccountStoppedError(text, code=code, http_status=status)
+    if code == "5409":
+        return AlreadyExistsError(text, code=code, http_status=status)
+    if code == "5404":
+        return NotFoundError(text, code=code, http_status=status)
+    if code == _FORBIDDEN_ENDPOINT_CODE:
+        return ForbiddenEndpointError(text, code=code, http_status=status)
+    if code in _TRANSIENT_CODES:
+        return TransientApiError(text, code=code, http_status=status)
+    if code in _PERMANENT_CODES:
+        return PermanentApiError(text, code=code, http_status=status)
+
+    if status == 429:
+        return RateLimitedError(
+            text, code=code, http_status=status, retry_after=retry_after
+        )
+    if status in (401, 403):
+        return AuthError(text, code=code, http_status=status)
+    if status == 408 or status >= 500 or 200 <= status < 300:
+        # A 2xx without a readable envelope is a broken answer, not a verdict.
+        return TransientApiError(text, code=code, http_status=status)
+    return PermanentApiError(text, code=code, http_status=status)
+
+
+def _transport_error(error: httpx.HTTPError, operation: str) -> TransportError:
+    """Say whether a request that got no answer may still have been acted on."""
+    # Connecting failed or no pooled connection came free: nothing was sent.
+    not_sent = isinstance(error, (httpx.ConnectError, httpx.PoolTimeout))
+    if isinstance(error, httpx.ConnectTimeout):
+        not_sent = True
+    return TransportError(
+        f"{operation}: no answer from Cloudflare: {_describe(error)}",
+        may_have_reached=not not_sent,
+    )
+
+
+def _describe(error: httpx.HTTPError) -> str:
+    detail = str(error) or type(error).__name__
+    return f"{type(error).__name__}: {detail}" if str(error) else detail
+
+
+def _json(response: httpx.Response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _codes(body: Any) -> list[str]:
+    if not isinstance(body, dict) or not isinstance(body.get("errors"), list):
+        return []
+    return [
+        str(item["code"])
+        for item in body["errors"]
+        if isinstance(item, dict) and item.get("code") is not None
+    ]
+
+
+def _messages(body: Any) -> str:
+    if not isinstance(body, dict) or not isinstance(body.get("errors"), list):
+        return ""
+    return "; ".join(
+        str(item.get("message", "")).strip()
+        for item in body["errors"]
+        if isinstance(item, dict)
+    )
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    """``Retry-After`` in seconds, given as seconds or as an HTTP date."""
+    value = response.headers.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+
+
+def _server_time(response: httpx.Response) -> dt.datetime:
+    """The server's clock from the Date header, else ours."""
+    value = response.headers.get("date")
+    if value:
+        try:
+            return email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            pass
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def parse_timestamp(value: Any) -> dt.datetime | None:
+    """Read an RFC 3339 timestamp with up to nanosecond digits, as aware UTC."""
+    if not isinstance(value, str) or not value:
+        return None
+    text = _FRACTION.sub(r"\1", value.strip()).replace("Z", "+00:00")
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=dt.timezone.utc)
+    return parsed.astimezone(dt.timezone.utc)
