@@ -1,0 +1,147 @@
+"""failures, retry and export through the command line, exit codes included."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from migrator.cli import _register_commands, cli
+from migrator.store import JobStore, State
+from tests.test_store_reports import add_row
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    path = str(tmp_path / "jobs.db")
+    store = JobStore.open(path)
+    add_row(
+        store,
+        "https://a.test/scan.tiff",
+        State.FAILED,
+        error_code="5455",
+        error_message="Unsupported image format",
+        http_status=415,
+        attempts=1,
+    )
+    add_row(
+        store,
+        "https://a.test/gone.jpg",
+        State.FAILED,
+        key="id:products/gone",
+        custom_id="products/gone",
+        metadata='{"sku":"G-1"}',
+        error_code="http-404",
+        error_message="origin answered 404",
+        attempts=1,
+    )
+    add_row(
+        store,
+        "/srv/photos/a.png",
+        State.DONE,
+        source_kind="file",
+        image_id="cf-1",
+        variants='["https://imagedelivery.net/h/cf-1/public"]',
+    )
+    store.close()
+    return path
+
+
+def migrator(*args: str) -> Result:
+    _register_commands()
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_failures_table_shows_code_source_and_message(db: str) -> None:
+    result = migrator("failures", "--db", db)
+
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0].split() == ["CODE", "TRIES", "SOURCE", "MESSAGE"]
+    assert lines[1].startswith("5455")
+    assert "https://a.test/scan.tiff" in lines[1]
+    assert "(id products/gone)" in lines[2]
+    assert "2 failed rows" in result.stderr
+
+
+def test_failures_csv_starts_with_the_manifest_columns(db: str) -> None:
+    result = migrator("failures", "--db", db, "--format", "csv", "--code", "http-404")
+
+    assert result.exit_code == 0
+    (row,) = csv.DictReader(io.StringIO(result.stdout))
+    assert list(row)[:6] == [
+        "url",
+        "file",
+        "id",
+        "metadata",
+        "requireSignedURLs",
+        "creator",
+    ]
+    assert row["url"] == "https://a.test/gone.jpg"
+    assert row["id"] == "products/gone"
+    assert json.loads(row["metadata"]) == {"sku": "G-1"}
+    assert row["error_code"] == "http-404"
+
+
+def test_failures_json_lines_are_one_object_per_row(db: str) -> None:
+    result = migrator("failures", "--db", db, "--format", "jsonl")
+
+    assert result.exit_code == 0
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [row["error_code"] for row in rows] == ["5455", "http-404"]
+    assert rows[0]["http_status"] == 415
+    assert rows[0]["id"] is None
+
+
+def test_failures_with_a_bad_duration_is_a_usage_error(db: str) -> None:
+    result = migrator("failures", "--db", db, "--older-than", "soon")
+
+    assert result.exit_code == 2
+    assert "not a duration" in result.stderr
+
+
+def test_retry_moves_only_the_matching_failures_to_pending(db: str) -> None:
+    result = migrator("retry", "--db", db, "--code", "http-404", "--older-than", "0s")
+
+    assert result.exit_code == 0
+    assert "1 failed rows back to pending" in result.stdout
+    store = JobStore.open(db)
+    assert [r.source for r in store.rows_in(State.PENDING)] == [
+        "https://a.test/gone.jpg"
+    ]
+    assert store.count_in(State.FAILED) == 1
+    store.close()
+
+
+def test_retry_says_so_when_nothing_matches(db: str) -> None:
+    result = migrator("retry", "--db", db, "--source", "https://elsewhere.test/*")
+
+    assert result.exit_code == 0
+    assert "nothing changed" in result.stdout
+
+
+def test_export_writes_the_mapping_as_csv_to_a_file(db: str, tmp_path: Path) -> None:
+    out = tmp_path / "mapping.csv"
+    result = migrator("export", "--db", db, "-o", str(out))
+
+    assert result.exit_code == 0
+    (row,) = csv.DictReader(out.open())
+    assert row == {
+        "source": "/srv/photos/a.png",
+        "image_id": "cf-1",
+        "variants": "https://imagedelivery.net/h/cf-1/public",
+        "uploaded_at": "",
+    }
+    assert "1 images written" in result.stderr
+
+
+def test_export_as_json_lines_keeps_variants_a_list(db: str) -> None:
+    result = migrator("export", "--db", db, "--format", "jsonl")
+
+    assert result.exit_code == 0
+    (row,) = [json.loads(line) for line in result.stdout.splitlines()]
+    assert row["variants"] == ["https://imagedelivery.net/h/cf-1/public"]
