@@ -1,0 +1,216 @@
+"""The emulator's core: batch tokens, uploads by URL and by file, details."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from datetime import datetime
+
+import httpx
+import jwt
+import pytest
+
+from migrator.emulator import Emulator, Settings
+from tests.fixtures.emulator import BatchClient, LocalOrigin
+
+
+def main_get(emulator: Emulator, path: str, token: str) -> httpx.Response:
+    url = f"{emulator.main_url}/accounts/{emulator.account_id}/images/{path}"
+    return httpx.get(url, headers={"Authorization": f"Bearer {token}"})
+
+
+def error_code(response: httpx.Response) -> int | str:
+    body = response.json()
+    assert body["success"] is False
+    assert body["result"] is None
+    code: int | str = body["errors"][0]["code"]
+    return code
+
+
+def test_batch_token_is_a_jwt_expiring_when_expires_at_says(emulator: Emulator) -> None:
+    response = main_get(emulator, "v1/batch_token", emulator.api_token)
+
+    assert response.status_code == 200
+    result = response.json()["result"]
+    claims = jwt.decode(result["token"], options={"verify_signature": False})
+    assert claims["sub"] == emulator.account_hash
+    expires = datetime.fromisoformat(result["expiresAt"][:19] + "+00:00")
+    assert claims["exp"] == expires.timestamp()
+    assert result["expiresAt"].endswith(".000000000Z")
+    assert 3590 < claims["exp"] - time.time() <= 3601
+
+
+def test_unknown_api_token_is_refused_with_10000(emulator: Emulator) -> None:
+    response = main_get(emulator, "v1/batch_token", "not-a-token")
+
+    assert response.status_code == 401
+    assert error_code(response) == 10000
+
+
+def test_batch_token_is_refused_on_the_main_api(batch: BatchClient) -> None:
+    response = main_get(batch.emulator, "v1/stats", batch.token)
+
+    assert response.status_code == 401
+    assert error_code(response) == 10000
+
+
+def test_api_token_is_refused_on_the_batch_host(emulator: Emulator) -> None:
+    response = httpx.get(
+        f"{emulator.batch_url}/images/v2",
+        headers={"Authorization": f"Bearer {emulator.api_token}"},
+    )
+
+    assert response.status_code == 401
+    assert error_code(response) == 10000
+
+
+def test_expired_batch_token_is_refused_on_the_batch_host(
+    make_emulator: Callable[..., Emulator],
+) -> None:
+    emulator = make_emulator(Settings(batch_token_ttl=1))
+    token = emulator.batch_token()
+    headers = {"Authorization": f"Bearer {token}"}
+    assert httpx.get(f"{emulator.batch_url}/images/v2", headers=headers).is_success
+
+    time.sleep(2.05)
+    response = httpx.get(f"{emulator.batch_url}/images/v2", headers=headers)
+
+    assert response.status_code == 401
+    assert error_code(response) == 10000
+
+
+def test_upload_by_url_fetches_and_stores_the_image(
+    batch: BatchClient, origin: LocalOrigin
+) -> None:
+    response = batch.upload(
+        url=origin.synthetic(640, 480, "jpg", name="cats"),
+        id="albums/cats/1.jpg",
+        metadata='{"album": "cats"}',
+        creator="me",
+    )
+
+    assert response.status_code == 200
+    result = response.json()["result"]
+    assert result["id"] == "albums/cats/1.jpg"
+    assert result["filename"] == "640x480.jpg"
+    assert result["meta"] == {"album": "cats"}
+    assert result["creator"] == "me"
+    assert result["requireSignedURLs"] is False
+    hash_ = batch.emulator.account_hash
+    assert result["variants"] == [
+        f"https://imagedelivery.net/{hash_}/albums/cats/1.jpg/public"
+    ]
+    assert batch.emulator.origin.served[200] >= 1
+
+
+def test_upload_by_file_reads_the_part(batch: BatchClient, origin: LocalOrigin) -> None:
+    data = httpx.get(origin.synthetic(32, 32, "webp")).content
+
+    response = batch.upload(file=("photo.webp", data, "image/webp"))
+
+    assert response.status_code == 200
+    result = response.json()["result"]
+    assert result["filename"] == "photo.webp"
+    assert len(result["id"]) == 36
+
+
+def test_details_answer_what_the_upload_answered(
+    batch: BatchClient, origin: LocalOrigin
+) -> None:
+    uploaded = batch.upload(url=origin.synthetic(8, 8), id="a b/ü.png").json()
+
+    response = batch.get("/images/v1/a%20b%2F%C3%BC.png")
+
+    assert response.status_code == 200
+    assert response.json() == uploaded
+
+
+def test_details_of_an_unknown_image_is_5404(batch: BatchClient) -> None:
+    response = batch.get("/images/v1/nothing-here")
+
+    assert response.status_code == 404
+    assert error_code(response) == 5404
+
+
+def test_uploading_an_existing_id_is_refused_with_5409(
+    batch: BatchClient, origin: LocalOrigin
+) -> None:
+    assert batch.upload(url=origin.synthetic(8, 8), id="same").status_code == 200
+
+    response = batch.upload(url=origin.synthetic(16, 16), id="same")
+
+    assert response.status_code == 409
+    assert error_code(response) == 5409
+    stats = batch.emulator.stats()
+    assert stats["uploads"] == {"attempted": 2, "stored": 1, "duplicates_refused": 1}
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "fmt", "size", "status", "code"),
+    [
+        (12_001, 1, "png", 0, 400, 5400),
+        (10_001, 10_001, "png", 0, 400, 5400),
+        (10, 10, "tiff", 0, 415, 5455),
+        (10, 10, "bmp", 0, 415, 5455),
+        (10, 10, "bin", 0, 415, 5455),
+        (10, 10, "jpg", 10 * 1024 * 1024 + 1, 413, 5413),
+    ],
+    ids=["too-wide", "over-100-megapixels", "tiff", "bmp", "not-an-image", "over-10MB"],
+)
+def test_upload_refuses_what_cloudflare_refuses(
+    batch: BatchClient,
+    origin: LocalOrigin,
+    width: int,
+    height: int,
+    fmt: str,
+    size: int,
+    status: int,
+    code: int,
+) -> None:
+    response = batch.upload(url=origin.synthetic(width, height, fmt, size=size))
+
+    assert response.status_code == status
+    assert error_code(response) == code
+    assert batch.emulator.stats()["uploads"]["stored"] == 0
+
+
+@pytest.mark.parametrize(
+    ("width", "height", "fmt"),
+    [
+        (12_000, 8, "png"),
+        (10_000, 10_000, "png"),
+        (64, 48, "gif"),
+        (64, 48, "svg"),
+        (4032, 3024, "heic"),
+    ],
+)
+def test_upload_accepts_every_format_within_the_limits(
+    batch: BatchClient, origin: LocalOrigin, width: int, height: int, fmt: str
+) -> None:
+    response = batch.upload(url=origin.synthetic(width, height, fmt))
+
+    assert response.status_code == 200
+
+
+def test_dead_link_is_refused_with_a_4xx(
+    batch: BatchClient, origin: LocalOrigin
+) -> None:
+    response = batch.upload(url=origin.dead())
+
+    assert response.status_code == 400
+    assert error_code(response) == 5400
+    assert "404" in response.json()["errors"][0]["message"]
+
+
+def test_file_part_with_a_non_image_type_is_5455(batch: BatchClient) -> None:
+    response = batch.upload(file=("x.png", b"\x89PNG", "application/octet-stream"))
+
+    assert response.status_code == 415
+    assert error_code(response) == 5455
+
+
+def test_non_loopback_origins_are_not_fetched(batch: BatchClient) -> None:
+    response = batch.upload(url="http://192.0.2.1/never.jpg")
+
+    assert response.status_code == 400
+    assert "only loopback" in response.json()["errors"][0]["message"]
