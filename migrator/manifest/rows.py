@@ -1,0 +1,364 @@
+"""What a manifest row is, and Cloudflare's rules every row is checked against.
+
+A row becomes a ``ManifestRow`` only when Cloudflare would accept its upload: an
+absolute http(s) URL or a readable local file of a size Cloudflare stores, a valid
+custom ID, metadata that fits 1024 bytes (with the ``migrator_key`` field a row
+without a custom ID carries), and no signed URLs beside a custom ID. Anything else
+becomes a ``RowError`` naming the field and what is wrong with it.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import os
+import re
+import stat
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+from migrator.rules import (
+    MAX_FILE_BYTES,
+    MAX_METADATA_BYTES,
+    check_creator,
+    check_custom_id,
+    check_metadata,
+    check_signed_urls,
+    encode_metadata,
+)
+
+MIGRATION_KEY_FIELD = "migrator_key"
+"""Metadata field that lets a run find its own upload of a row without a custom ID."""
+
+# The field as it appears in compact JSON: ``"migrator_key":"<32 hex digits>"``.
+_MIGRATION_KEY_BYTES = len(encode_metadata({MIGRATION_KEY_FIELD: "0" * 32})) - 2
+
+# Anything below a space, and DEL, is never part of a URL, an ID or a path that a
+# user meant to write.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
+"""The start of anything written as a URL, http or not."""
+
+# An absolute http(s) URL as urllib would split it, but checked in one pass: the
+# loader sees millions of them. Userinfo runs to the last "@" before the path.
+_HTTP_URL = re.compile(
+    r"(?P<scheme>https?)://"
+    r"(?:[^/?#]*@)?"
+    r"(?P<host>\[[^\]/?#]*\]|[^/?#:@\[\]]+)"
+    r"(?::(?P<port>[0-9]*))?"
+    r"(?P<path>[/?#].*)?",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
+class IdFrom(str, enum.Enum):
+    """Where a row without an ``id`` gets its custom ID from."""
+
+    PATH = "path"
+    """The URL's path, or the file's path relative to the manifest's directory."""
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRow:
+    """One valid image from a manifest, in the form the job table stores it.
+
+    ``key`` is the row's identity across reloads: ``id:<custom id>`` when it has a
+    custom ID, else ``source:<source>``. ``metadata_json`` is the user's metadata
+    as compact JSON, and ``content_hash`` changes whenever anything Cloudflare
+    stores for the image does.
+    """
+
+    manifest: str
+    line: int
+    source: str
+    source_kind: str
+    """``url`` or ``file`` (``source`` is then an absolute path)."""
+    custom_id: str | None
+    metadata: dict[str, Any] | None
+    require_signed_urls: bool
+    creator: str | None
+    key: str
+    metadata_json: str | None
+    content_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class RowError:
+    """A manifest line that was skipped, and why."""
+
+    manifest: str
+    line: int
+    field: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.manifest}:{self.line}: {self.field}: {self.message}"
+
+
+class _Uploadable(Protocol):
+    @property
+    def key(self) -> str: ...
+
+    @property
+    def custom_id(self) -> str | None: ...
+
+    @property
+    def metadata(self) -> dict[str, Any] | None: ...
+
+
+def migration_key(key: str) -> str:
+    """The ``migrator_key`` metadata value for a row: its key's hash, 32 hex digits."""
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def upload_metadata(row: _Uploadable) -> dict[str, Any] | None:
+    """The metadata object to send with a row's upload, ``None`` for none.
+
+    A row without a custom ID gets Cloudflare's assigned ID, which a run cannot
+    know in advance; it carries ``migrator_key`` so that a run interrupted
+    mid-upload can find the image again with a list v2 metadata filter. The
+    loader keeps room for that field within Cloudflare's 1024 bytes.
+    """
+    if row.custom_id:
+        return None if row.metadata is None else dict(row.metadata)
+    return {**(row.metadata or {}), MIGRATION_KEY_FIELD: migration_key(row.key)}
+
+
+class RowBuilder:
+    """Checks one manifest's values against Cloudflare's rules and makes rows."""
+
+    def __init__(self, name: str, base_dir: str, id_from: IdFrom | None) -> None:
+        self.name = name
+        self.base_dir = base_dir
+        self.id_from = id_from
+
+    def error(self, line: int, field: str, message: str) -> RowError:
+        return RowError(self.name, line, field, message)
+
+    def build(
+        self,
+        line: int,
+        url: str | None,
+        file: str | None,
+        custom_id: str | None,
+        metadata: Any,
+        require_signed_urls: bool,
+        creator: str | None,
+    ) -> ManifestRow | RowError:
+        """Check every value of a row; return the row or its first problem."""
+        if url is not None and file is not None:
+            return self.error(line, "row", "has both a url and a file; give one")
+        if url is not None:
+            source, problem = _check_url(url)
+            field, kind = "url", "url"
+        elif file is not None:
+            source, problem = self._check_file(file)
+            field, kind = "file", "file"
+        else:
+            return self.error(line, "url", "is missing: each row needs a url or a file")
+        if problem:
+            return self.error(line, field, problem)
+
+        if custom_id is not None:
+            problem = check_custom_id(custom_id)
+        elif self.id_from is IdFrom.PATH:
+            custom_id, problem = self._derive_id(kind, source)
+        if problem:
+            return self.error(line, "id", problem)
+
+        metadata_json = None
+        if metadata is not None:
+            metadata_json, problem = _check_metadata(metadata, custom_id is not None)
+            if problem:
+                return self.error(line, "metadata", problem)
+
+        problem = check_signed_urls(custom_id, require_signed_urls)
+        if problem:
+            return self.error(line, "requireSignedURLs", problem)
+        if creator is not None:
+            problem = check_creator(creator) or _check_text(creator)
+            if problem:
+                return self.error(line, "creator", problem)
+
+        return ManifestRow(
+            manifest=self.name,
+            line=line,
+            source=source,
+            source_kind=kind,
+            custom_id=custom_id,
+            metadata=metadata,
+            require_signed_urls=require_signed_urls,
+            creator=creator,
+            key=f"id:{custom_id}" if custom_id else f"source:{source}",
+            metadata_json=metadata_json,
+            content_hash=_content_hash(
+                source, custom_id, metadata_json, require_signed_urls, creator
+            ),
+        )
+
+    def _check_file(self, entry: str) -> tuple[str, str | None]:
+        """Resolve a local path and check it names a readable image-sized file."""
+        if _CONTROL.search(entry):
+            return entry, "must not contain control characters"
+        path = os.path.normpath(os.path.join(self.base_dir, entry))
+        if _check_text(path):
+            return path, f"{shorten(path)!r} is not a valid UTF-8 path"
+        try:
+            found = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            return path, f"{shorten(path)!r} does not exist"
+        except OSError as error:
+            return path, f"{shorten(path)!r} cannot be read: {error.strerror}"
+
+        if not stat.S_ISREG(found.st_mode):
+            return path, f"{shorten(path)!r} is not a regular file"
+        if not os.access(path, os.R_OK):
+            return path, f"{shorten(path)!r} cannot be read: permission denied"
+        if found.st_size == 0:
+            return path, f"{shorten(path)!r} is empty"
+        if found.st_size > MAX_FILE_BYTES:
+            return path, (
+                f"{shorten(path)!r} is {found.st_size} bytes, more than the "
+                f"{MAX_FILE_BYTES} Cloudflare stores"
+            )
+        return path, None
+
+    def _derive_id(self, kind: str, source: str) -> tuple[str | None, str | None]:
+        """Make a custom ID from a source's path, for ``--id-from path``."""
+        if kind == "url":
+            match = _HTTP_URL.fullmatch(source)
+            path = re.split("[?#]", (match and match["path"]) or "", maxsplit=1)[0]
+            try:
+                derived = unquote(path.removeprefix("/"), errors="strict")
+            except UnicodeDecodeError:
+                return None, "cannot come from the URL's path: it decodes to non-UTF-8"
+        else:
+            derived = os.path.relpath(source, self.base_dir).replace(os.sep, "/")
+            if derived == ".." or derived.startswith("../"):
+                return None, (
+                    "cannot come from the file's path: it is outside the "
+                    f"manifest's directory {shorten(self.base_dir)!r}"
+                )
+
+        problem = check_custom_id(derived)
+        if problem:
+            where = "URL's path" if kind == "url" else "file's path"
+            return None, f"{shorten(derived)!r}, from the {where}, {problem}"
+        return derived, None
+
+
+def _check_url(url: str) -> tuple[str, str | None]:
+    """Check an image URL is one Cloudflare can fetch: absolute http or https."""
+    if " " in url or _CONTROL.search(url):
+        return url, "must not contain spaces or control characters; percent-encode them"
+    match = _HTTP_URL.fullmatch(url)
+    if match is None:
+        scheme = URL_SCHEME.match(url)
+        if scheme and scheme[0][:-3].lower() not in ("http", "https"):
+            return url, f"must be an http or https URL, not {scheme[0][:-3]!r}"
+        return url, f"{shorten(url)!r} is not an absolute http or https URL"
+    port = match["port"]
+    if port and int(port) > 65535:
+        return url, f"has port {int(port)}, more than 65535"
+    return url, None
+
+
+def _check_metadata(
+    metadata: Any, has_custom_id: bool
+) -> tuple[str | None, str | None]:
+    """Encode metadata as sent and check it fits, beside ``migrator_key`` if added."""
+    if not isinstance(metadata, dict):
+        return None, check_metadata(metadata)
+    if MIGRATION_KEY_FIELD in metadata:
+        return None, f"must not have a {MIGRATION_KEY_FIELD!r} field: migrator sets it"
+    try:
+        encoded = encode_metadata(metadata)
+        size = len(encoded.encode())
+    except (UnicodeEncodeError, ValueError) as error:
+        return None, f"cannot be encoded as JSON: {error}"
+
+    if has_custom_id:
+        if size > MAX_METADATA_BYTES:
+            return None, f"is {size} bytes of JSON, more than {MAX_METADATA_BYTES}"
+        return encoded, None
+    sent = size + _MIGRATION_KEY_BYTES + (1 if metadata else 0)
+    if sent > MAX_METADATA_BYTES:
+        return None, (
+            f"is {size} bytes of JSON; with the {MIGRATION_KEY_FIELD!r} field a row "
+            f"without an id carries it would be {sent}, more than {MAX_METADATA_BYTES}"
+        )
+    return encoded, None
+
+
+def _check_text(value: str) -> str | None:
+    """Say why a string cannot be stored, if it cannot: NUL, or not UTF-8."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return "is not valid UTF-8"
+    return None
+
+
+def _content_hash(
+    source: str,
+    custom_id: str | None,
+    metadata_json: str | None,
+    require_signed_urls: bool,
+    creator: str | None,
+) -> str:
+    # Unit separators cannot be mistaken for content: sources and IDs hold no
+    # control characters, JSON escapes them, and the creator comes last.
+    content = "\x1f".join(
+        (
+            source,
+            custom_id or "",
+            metadata_json or "",
+            "1" if require_signed_urls else "0",
+            creator or "",
+        )
+    )
+    return hashlib.blake2b(content.encode(), digest_size=16).hexdigest()
+
+
+@dataclass(frozen=True, slots=True)
+class JsonProblem:
+    message: str
+
+
+def _reject_constant(name: str) -> Any:
+    # Python's json reads NaN and Infinity, but they are not JSON and Cloudflare
+    # refuses them.
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+def parse_json(text: str) -> Any:
+    """Parse JSON text, or say what is wrong with it."""
+    try:
+        return json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        return JsonProblem("is nested too deeply")
+    except ValueError as error:
+        return JsonProblem(f"is not valid JSON: {error}")
+
+
+def json_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return "null"
+
+
+def shorten(text: str, limit: int = 80) -> str:
+    """Cut a value for a message: a bad row may hold kilobytes of junk."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
