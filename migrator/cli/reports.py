@@ -182,7 +182,7 @@ def failures(
                     out, MANIFEST_COLUMNS + FAILURE_COLUMNS, rows, failure_record
                 )
             elif output_format == "jsonl":
-                written = write_jsonl(out, rows, failure_record)
+                written = write_jsonl(out, rows, failure_json)
             else:
                 written = write_failure_table(out, rows)
     finally:
@@ -288,6 +288,15 @@ def failure_record(row: ReportRow) -> dict[str, Any]:
         "failed_at": _timestamp(row.updated_at),
         "manifest": row.manifest or "",
         "line": row.line if row.line is not None else "",
+    }
+
+
+def failure_json(row: ReportRow) -> dict[str, Any]:
+    """A failed row as a JSON object that ``load`` also reads as a manifest line."""
+    return {
+        **failure_record(row),
+        "metadata": row.metadata,
+        "requireSignedURLs": row.require_signed_urls,
     }
 
 
