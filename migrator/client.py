@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import email.utils
+import io
 import logging
 import mimetypes
 import os
@@ -155,6 +156,12 @@ class FilePart:
         head = stream.read(64)
         stream.seek(0)
         return cls(stream, os.path.basename(path), sniff_content_type(head, path))
+
+    @classmethod
+    def from_bytes(cls, content: bytes, url: str) -> FilePart:
+        """Wrap bytes downloaded from ``url``, named after the URL's last segment."""
+        name = os.path.basename(urllib.parse.urlsplit(url).path) or "image"
+        return cls(io.BytesIO(content), name, sniff_content_type(content[:64], name))
 
 
 def sniff_content_type(head: bytes, name: str = "") -> str:
