@@ -45,7 +45,7 @@ from migrator.emulator.tokens import Tokens, bearer
 logger = logging.getLogger(__name__)
 
 _MAIN_PREFIX = "/client/v4/accounts/"
-_SLOW_PIECES = 10
+_SLOW_PIECES = 2
 
 
 @dataclasses.dataclass(frozen=True)

@@ -39,7 +39,8 @@ class Faults:
     """Handle the request (an upload is stored), then close the connection halfway
     through the answer, so the client cannot know the outcome."""
     slow_rate: float = 0.0
-    """Send the answer's body a few bytes at a time over ``slow_seconds``."""
+    """Send the answer's headers at once and its body in two halves, each after
+    half of ``slow_seconds``: a client reading with a shorter timeout gives up."""
     slow_seconds: float = 2.0
     expire_rate: float = 0.0
     """Refuse a valid batch token with 10000 and keep refusing it, as if it had
