@@ -8,6 +8,7 @@ drains, the history of runs, and (in their modules) loading, status and reports.
 from __future__ import annotations
 
 from migrator.store.database import Database, describe, utcnow
+from migrator.store.loading import LoadCounts, Loading
 from migrator.store.queue import (
     Claim,
     Completed,
@@ -20,9 +21,10 @@ from migrator.store.queue import (
 from migrator.store.reports import Reports
 from migrator.store.runs import Runs
 from migrator.store.schema import Action, State
+from migrator.store.status import ErrorCount, RunInfo, Status, StoreStatus
 
 
-class JobStore(Queue, Runs, Reports):
+class JobStore(Queue, Runs, Reports, Loading, Status):
     """An open job table, SQLite or PostgreSQL; see ``Database.open``."""
 
 
@@ -31,12 +33,16 @@ __all__ = [
     "Claim",
     "Completed",
     "Database",
+    "ErrorCount",
     "Failed",
     "JobStore",
+    "LoadCounts",
     "Outcome",
     "Released",
     "Retried",
+    "RunInfo",
     "State",
+    "StoreStatus",
     "describe",
     "utcnow",
 ]
