@@ -1,0 +1,379 @@
+"""Loading manifest rows into the job table, idempotently, in large batches.
+
+A row is identified by its key (its custom ID, else its source). Loading inserts
+rows whose key is new and compares the others with what the table holds, by
+content hash:
+
+- the same content: nothing changes (``unchanged``);
+- a ``done`` row with new metadata, requireSignedURLs or creator: pending again,
+  action ``update``, so the next run edits the image instead of uploading it;
+- a ``pending`` row: takes the new content and keeps its place in the queue;
+- a ``failed`` row: takes the new content and is pending again with fresh
+  attempts, which is how a user fixes a failed row and loads it back;
+- a ``claimed`` row whose content changed is rejected: a run is uploading the old
+  content right now, and the row can be loaded again once that run ends;
+- a new source under a custom ID that may already be in Cloudflare (done, being
+  updated, or in doubt) is rejected: uploads never replace an image's file;
+- a key given twice in one load with different content is rejected: two images
+  would share one ID, or one image would get two different sets of metadata.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from migrator.manifest import ManifestRow, RowError
+from migrator.store.database import Database, utcnow
+from migrator.store.schema import Action, State, images
+
+logger = logging.getLogger(__name__)
+
+LOAD_BATCH_ROWS = 10_000
+"""Rows written per transaction: large enough to amortise the commit, small enough
+to keep memory flat and the one SQLite connection free for a running runner."""
+
+# The columns a loaded row sets; the others take their defaults on insert.
+_INSERT_COLUMNS = (
+    "key",
+    "source",
+    "source_kind",
+    "custom_id",
+    "metadata",
+    "require_signed_urls",
+    "creator",
+    "state",
+    "action",
+    "attempts",
+    "next_attempt_at",
+    "in_doubt",
+    "manifest",
+    "line",
+    "content_hash",
+    "created_at",
+    "updated_at",
+)
+
+_EXISTING_COLUMNS = (
+    images.c.id,
+    images.c.key,
+    images.c.source,
+    images.c.state,
+    images.c.action,
+    images.c.in_doubt,
+    images.c.lease_owner,
+    images.c.manifest,
+    images.c.line,
+    images.c.content_hash,
+    images.c.updated_at,
+)
+
+_CONTENT: dict[str, Any] = {
+    "source": bindparam("b_source"),
+    "source_kind": bindparam("b_source_kind"),
+    "custom_id": bindparam("b_custom_id"),
+    "metadata": bindparam("b_metadata"),
+    "require_signed_urls": bindparam("b_require_signed_urls"),
+    "creator": bindparam("b_creator"),
+    "manifest": bindparam("b_manifest"),
+    "line": bindparam("b_line"),
+    "content_hash": bindparam("b_content_hash"),
+    "updated_at": bindparam("b_now"),
+}
+_BY_ID = images.c.id == bindparam("b_id")
+
+# What a changed row becomes, by the state it was in (see the module docstring).
+_CHANGE_STATEMENTS = {
+    State.PENDING: update(images).where(_BY_ID).values(**_CONTENT),
+    State.FAILED: update(images)
+    .where(_BY_ID)
+    .values(
+        **_CONTENT,
+        state=State.PENDING.value,
+        attempts=0,
+        next_attempt_at=bindparam("b_now"),
+    ),
+    State.DONE: update(images)
+    .where(_BY_ID)
+    .values(
+        **_CONTENT,
+        state=State.PENDING.value,
+        action=Action.UPDATE.value,
+        attempts=0,
+        next_attempt_at=bindparam("b_now"),
+        error_code=None,
+        error_message=None,
+        http_status=None,
+    ),
+}
+
+
+@dataclass
+class LoadCounts:
+    """What a load did with the rows it was given."""
+
+    loaded: int = 0
+    """New rows, pending upload."""
+    unchanged: int = 0
+    """Rows the job table already held exactly so."""
+    changed: int = 0
+    """Rows whose content changed: pending again (update, or upload if not done)."""
+    rejected: int = 0
+    """Rows skipped: invalid in the manifest, or in conflict with the table."""
+
+    @property
+    def total(self) -> int:
+        return self.loaded + self.unchanged + self.changed + self.rejected
+
+    def add(self, other: LoadCounts) -> None:
+        """Add another load's counts to these."""
+        self.loaded += other.loaded
+        self.unchanged += other.unchanged
+        self.changed += other.changed
+        self.rejected += other.rejected
+
+
+RejectHandler = Callable[[RowError], None]
+
+
+class Loading(Database):
+    """Filling the job table from manifests."""
+
+    def load(
+        self,
+        rows: Iterable[ManifestRow | RowError],
+        on_reject: RejectHandler | None = None,
+        *,
+        batch_rows: int = LOAD_BATCH_ROWS,
+    ) -> LoadCounts:
+        """Insert new rows and reconcile known ones; see the module docstring.
+
+        ``RowError`` items (from the manifest reader) and rows rejected here are
+        counted and handed to ``on_reject`` as they occur. Each batch of
+        ``batch_rows`` is one transaction: an interrupted load keeps every batch
+        before the interruption, and loading again finishes the job.
+        """
+        counts = LoadCounts()
+        stamp = utcnow()
+        report = on_reject or _ignore
+        batch: list[ManifestRow] = []
+        for row in rows:
+            if isinstance(row, RowError):
+                counts.rejected += 1
+                report(row)
+                continue
+            batch.append(row)
+            if len(batch) >= batch_rows:
+                self._load_batch(batch, stamp, counts, report)
+                batch = []
+        if batch:
+            self._load_batch(batch, stamp, counts, report)
+        logger.debug(
+            "job table loaded %s new, %s unchanged, %s changed, %s rejected",
+            counts.loaded,
+            counts.unchanged,
+            counts.changed,
+            counts.rejected,
+        )
+        return counts
+
+    def _load_batch(
+        self,
+        batch: Sequence[ManifestRow],
+        stamp: dt.datetime,
+        counts: LoadCounts,
+        report: RejectHandler,
+    ) -> None:
+        unique = _first_of_each_key(batch, counts, report)
+        with self.transaction() as connection:
+            before = connection.execute(select(func.max(images.c.id))).scalar() or 0
+            inserted = self._insert_new(connection, unique.values(), stamp)
+            counts.loaded += inserted
+            if inserted == len(unique):
+                return
+
+            # Some keys were already there: compare those rows, inserted before
+            # this batch, with the manifest's.
+            existing = connection.execute(
+                select(*_EXISTING_COLUMNS).where(
+                    images.c.key.in_(list(unique)), images.c.id <= before
+                )
+            ).all()
+            changes: dict[State, list[dict[str, Any]]] = {}
+            for old in existing:
+                row = unique[old.key]
+                verdict = _compare(row, old, stamp)
+                if verdict is None:
+                    counts.unchanged += 1
+                elif isinstance(verdict, RowError):
+                    counts.rejected += 1
+                    report(verdict)
+                else:
+                    counts.changed += 1
+                    changes.setdefault(verdict, []).append(
+                        _change_params(row, old, stamp)
+                    )
+            for state, params in changes.items():
+                connection.execute(_CHANGE_STATEMENTS[state], params)
+
+    def _insert_new(
+        self, connection: Connection, rows: Iterable[ManifestRow], stamp: dt.datetime
+    ) -> int:
+        """Insert the rows whose key is new; return how many that was.
+
+        The statement goes to the driver with ready-made tuples: at a million rows
+        SQLAlchemy's per-row parameter handling costs more than SQLite's insert.
+        """
+        sql, names = self._insert_statement()
+        now = _processed_stamp(connection, stamp)
+        pending, upload = State.PENDING.value, Action.UPLOAD.value
+        values = [
+            (
+                row.key,
+                row.source,
+                row.source_kind,
+                row.custom_id,
+                row.metadata_json,
+                row.require_signed_urls,
+                row.creator,
+                pending,
+                upload,
+                0,
+                now,
+                False,
+                row.manifest,
+                row.line,
+                row.content_hash,
+                now,
+                now,
+            )
+            for row in rows
+        ]
+        params: list[Any] = values
+        if names is not None:
+            params = [dict(zip(names, one, strict=True)) for one in values]
+        result = connection.exec_driver_sql(sql, params)
+        return max(result.rowcount, 0)
+
+    def _insert_statement(self) -> tuple[str, tuple[str, ...] | None]:
+        """The insert-unless-the-key-exists statement, compiled for this database.
+
+        Returns the SQL and, for drivers that take named parameters, the names in
+        the order of ``_INSERT_COLUMNS``; ``None`` when they are positional.
+        """
+        dialect = self.engine.dialect
+        insert = sqlite.insert if dialect.name == "sqlite" else postgresql.insert
+        statement = (
+            insert(images)
+            .values({name: bindparam(name) for name in _INSERT_COLUMNS})
+            .on_conflict_do_nothing(index_elements=["key"])
+        )
+        compiled = statement.compile(dialect=dialect)
+        if compiled.positional:
+            assert tuple(compiled.positiontup or ()) == _INSERT_COLUMNS
+            return compiled.string, None
+        return compiled.string, _INSERT_COLUMNS
+
+
+def _ignore(_error: RowError) -> None:
+    pass
+
+
+def _first_of_each_key(
+    batch: Sequence[ManifestRow], counts: LoadCounts, report: RejectHandler
+) -> dict[str, ManifestRow]:
+    """Keep the first row of each key in a batch; judge the repeats against it."""
+    unique: dict[str, ManifestRow] = {}
+    for row in batch:
+        first = unique.setdefault(row.key, row)
+        if first is row:
+            continue
+        if first.content_hash == row.content_hash:
+            counts.unchanged += 1
+        else:
+            counts.rejected += 1
+            report(_conflict(row, first.source, first.manifest, first.line))
+    return unique
+
+
+def _compare(row: ManifestRow, old: Any, stamp: dt.datetime) -> State | RowError | None:
+    """Judge a manifest row against the table's row with the same key.
+
+    Returns ``None`` when nothing changed, the state whose change statement
+    applies, or the reason the row is rejected.
+    """
+    if row.content_hash == old.content_hash:
+        return None
+    if old.updated_at == stamp:
+        # Inserted or changed earlier in this same load.
+        return _conflict(row, old.source, old.manifest, old.line)
+
+    state = State(old.state)
+    if state is State.CLAIMED:
+        return RowError(
+            row.manifest,
+            row.line,
+            "row",
+            f"changed while run {old.lease_owner!r} is uploading it; "
+            "load it again when that run ends",
+        )
+    may_exist = state is State.DONE or old.action == Action.UPDATE.value or old.in_doubt
+    if row.source != old.source and may_exist:
+        return RowError(
+            row.manifest,
+            row.line,
+            "id",
+            f"{row.custom_id!r} may already hold the image from {old.source} "
+            f"({old.manifest}:{old.line}); uploads never replace an image's file, "
+            "so give this source another id",
+        )
+    return state
+
+
+def _conflict(
+    row: ManifestRow, source: str, manifest: str | None, line: int | None
+) -> RowError:
+    """A key given twice in one load, with different content."""
+    where = f"{manifest}:{line}"
+    if row.source != source:
+        return RowError(
+            row.manifest,
+            row.line,
+            "id",
+            f"{row.custom_id!r} is also the id of {source} ({where}); "
+            "give each image its own id",
+        )
+    return RowError(
+        row.manifest,
+        row.line,
+        "row",
+        f"repeats {where} with different metadata, requireSignedURLs or creator",
+    )
+
+
+def _change_params(row: ManifestRow, old: Any, stamp: dt.datetime) -> dict[str, Any]:
+    return {
+        "b_id": old.id,
+        "b_source": row.source,
+        "b_source_kind": row.source_kind,
+        "b_custom_id": row.custom_id,
+        "b_metadata": row.metadata_json,
+        "b_require_signed_urls": row.require_signed_urls,
+        "b_creator": row.creator,
+        "b_manifest": row.manifest,
+        "b_line": row.line,
+        "b_content_hash": row.content_hash,
+        "b_now": stamp,
+    }
+
+
+def _processed_stamp(connection: Connection, stamp: dt.datetime) -> Any:
+    """The load's timestamp as the driver takes it for a timestamp column."""
+    processor = images.c.created_at.type.bind_processor(connection.dialect)
+    return processor(stamp) if processor else stamp
