@@ -61,7 +61,7 @@ def test_list_v2_filters_by_creator_and_metadata(
 
     assert len(list_all(batch, creator="alice")) == 5
     assert list_all(batch, **{"meta.n[eq]": "7"}) == ["img/007"]
-    assert list_all(batch, **{"meta.n[in]": "1,2,3", "sort_order": "asc"}) == [
+    assert list_all(batch, **{"meta.n[in]": "1|2|3", "sort_order": "asc"}) == [
         "img/001",
         "img/002",
         "img/003",
@@ -70,6 +70,9 @@ def test_list_v2_filters_by_creator_and_metadata(
     assert len(list_all(batch, **{"meta.n[gte]": "8"})) == 2
     assert list_all(batch, **{"meta.n[lt]": "1", "creator": "alice"}) == ["img/000"]
     assert list_all(batch, **{"meta.missing[eq]": "x"}) == []
+    assert list_all(batch, **{"meta.n[eq:number]": "7.0"}) == ["img/007"]
+    assert list_all(batch, **{"meta.n[eq:string]": "7"}) == []
+    assert len(list_all(batch, **{"meta.parity[in:string]": "odd|even"})) == 10
 
 
 def test_list_v2_finds_an_upload_by_its_migration_key(
@@ -93,9 +96,17 @@ def test_list_v2_finds_an_upload_by_its_migration_key(
         {"sort_order": "sideways"},
         {"continuation_token": "not-a-token"},
         {"meta.a[like]": "x"},
+        {"meta.a[gt:string]": "x"},
         {f"meta.f{index}[eq]": "x" for index in range(6)},
     ],
-    ids=["per-page-too-small", "bad-order", "bad-token", "bad-operator", "6-filters"],
+    ids=[
+        "per-page-too-small",
+        "bad-order",
+        "bad-token",
+        "bad-operator",
+        "string-comparison",
+        "6-filters",
+    ],
 )
 def test_list_v2_refuses_a_bad_query_with_5400(
     batch: BatchClient, query: dict[str, str]

@@ -25,8 +25,11 @@ from migrator.emulator.state import MetaFilter
 
 MAX_FILTERS = 5
 """List v2 takes at most five metadata filters (reference section 4)."""
-_META_QUERY = re.compile(r"meta\.(?P<path>[^\[\]]+)(?:\[(?P<operator>[a-z]*)\])?")
-_OPERATORS = frozenset({"eq", "in", "gt", "gte", "lt", "lte"})
+_META_QUERY = re.compile(
+    r"meta\.(?P<path>[^\[\]]+)"
+    r"(?:\[(?P<operator>eq|in|gt|gte|lt|lte)(?::(?P<kind>string|number|boolean))?\])?"
+)
+_NUMERIC_ONLY = frozenset({"gt", "gte", "lt", "lte"})
 _PER_PAGE = (10, 10_000)
 """Bounds of ``per_page`` in the OpenAPI schema of list v2."""
 
@@ -196,11 +199,13 @@ def read_list_query(query: Mapping[str, str]) -> ListQuery:
         if not name.startswith("meta."):
             continue
         found = _META_QUERY.fullmatch(name)
-        operator = (found.group("operator") or "eq") if found else ""
-        if found is None or operator not in _OPERATORS:
+        if found is None:
             raise bad_request(f"metadata filter {name!r} is not meta.<field>[<op>]")
+        operator, kind = found.group("operator") or "eq", found.group("kind")
+        if operator in _NUMERIC_ONLY and kind not in (None, "number"):
+            raise bad_request(f"metadata filter {name!r} compares numbers only")
         path = tuple(found.group("path").split("."))
-        filters.append(MetaFilter(path, operator, value))
+        filters.append(MetaFilter(path, operator, kind, value))
     if len(filters) > MAX_FILTERS:
         raise bad_request(f"at most {MAX_FILTERS} metadata filters are allowed")
     return ListQuery(order == "desc", after, per_page, query.get("creator"), filters)

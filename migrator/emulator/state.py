@@ -115,10 +115,17 @@ class Journal:
 
 @dataclasses.dataclass(frozen=True)
 class MetaFilter:
-    """One ``meta.<field>[<operator>]=<value>`` condition of list v2."""
+    """One ``meta.<field>[<operator>]=<value>`` condition of list v2.
+
+    Operators are ``eq`` and ``in`` (values separated by ``|``), which may be
+    typed as ``:string``, ``:number`` or ``:boolean``, and ``gt``, ``gte``,
+    ``lt``, ``lte``, which compare numbers only, as the 2026 SDK documents them.
+    An untyped ``eq`` compares with the stored value's own type.
+    """
 
     path: tuple[str, ...]
     operator: str
+    kind: str | None
     value: str
 
     def matches(self, meta: dict[str, Any]) -> bool:
@@ -128,40 +135,51 @@ class MetaFilter:
                 return False
             found = found[key]
         if self.operator == "in":
-            return any(_equal(found, item) for item in self.value.split(","))
+            return any(self._equal(found, item) for item in self.value.split("|"))
         if self.operator == "eq":
-            return _equal(found, self.value)
+            return self._equal(found, self.value)
         return _compare(found, self.value, self.operator)
 
+    def _equal(self, found: Any, text: str) -> bool:
+        kind = self.kind or _kind_of(found)
+        if kind == "boolean":
+            return isinstance(found, bool) and text.lower() == str(found).lower()
+        if kind == "number":
+            number = _number(found)
+            return number is not None and number == _parse_number(text)
+        return isinstance(found, str) and found == text
 
-def _equal(found: Any, text: str) -> bool:
-    if isinstance(found, bool):
-        return text.lower() == str(found).lower()
-    if isinstance(found, (int, float)):
-        try:
-            return float(text) == found
-        except ValueError:
-            return False
-    return isinstance(found, str) and found == text
+
+def _kind_of(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    return "number" if isinstance(value, (int, float)) else "string"
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value)
+
+
+def _parse_number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
 
 
 def _compare(found: Any, text: str, operator: str) -> bool:
-    left: Any = found
-    right: Any = text
-    if isinstance(found, (int, float)) and not isinstance(found, bool):
-        try:
-            right = float(text)
-        except ValueError:
-            return False
-    elif not isinstance(found, str):
+    left, right = _number(found), _parse_number(text)
+    if left is None or right is None:
         return False
     if operator == "gt":
-        return bool(left > right)
+        return left > right
     if operator == "gte":
-        return bool(left >= right)
+        return left >= right
     if operator == "lt":
-        return bool(left < right)
-    return bool(left <= right)
+        return left < right
+    return left <= right
 
 
 class ImageStore:
