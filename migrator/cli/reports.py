@@ -18,6 +18,7 @@ from typing import IO, Any, TypeVar
 import click
 
 from migrator.cli import cli
+from migrator.cli.logs import is_terminal
 from migrator.cli.options import db_option, open_store
 from migrator.rules import encode_metadata
 from migrator.store import State, utcnow
@@ -37,6 +38,9 @@ FAILURE_COLUMNS = (
     "line",
 )
 EXPORT_COLUMNS = ("source", "image_id", "variants", "uploaded_at")
+
+_TABLE_HEAD_ROWS = 200
+"""Rows read before the table's first line, to size the source column."""
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -347,30 +351,31 @@ def write_jsonl(
 
 
 def write_failure_table(out: IO[str], rows: Iterator[ReportRow]) -> int:
-    """Write failures as aligned columns, the message cut to the terminal's width.
+    """Write failures as aligned columns; on a terminal, cut to fit its width.
 
-    The source column is as wide as the longest source among the first rows (at
-    most half the screen), so the table streams without reading every row first.
+    The source column is as wide as the longest source among the first rows, so
+    the table streams without reading every row first. On a terminal a source
+    takes at most half the width, shortened in the middle, and a message is
+    shortened at its end; into a pipe or a file nothing is cut.
     """
-    head: list[ReportRow] = []
-    for row in rows:
-        head.append(row)
-        if len(head) == 200:
-            break
+    head = list(itertools.islice(rows, _TABLE_HEAD_ROWS))
     if not head:
         return 0
 
-    width = shutil.get_terminal_size((120, 24)).columns
-    source_width = min(max(len(_shown_source(row)) for row in head), width // 2)
-    source_width = max(source_width, len("SOURCE"))
+    width = shutil.get_terminal_size().columns if is_terminal(out) else None
+    source_width = max(len("SOURCE"), *(len(_shown_source(row)) for row in head))
+    if width is not None:
+        source_width = min(source_width, width // 2)
     line = "{:<10} {:>5}  {:<" + str(source_width) + "}  {}"
     out.write(line.format("CODE", "TRIES", "SOURCE", "MESSAGE").rstrip() + "\n")
 
     count = 0
     for row in itertools.chain(head, rows):
-        source = _cut(_shown_source(row), source_width)
-        message_width = max(width - source_width - 20, 20)
-        message = _cut(row.error_message or "", message_width)
+        source = _shown_source(row)
+        message = row.error_message or ""
+        if width is not None:
+            source = _cut_middle(source, source_width)
+            message = _cut_end(message, max(width - source_width - 20, 20))
         code = row.error_code or "-"
         out.write(line.format(code, row.attempts, source, message).rstrip() + "\n")
         count += 1
@@ -383,12 +388,17 @@ def _shown_source(row: ReportRow) -> str:
     return row.source
 
 
-def _cut(text: str, width: int) -> str:
+def _cut_middle(text: str, width: int) -> str:
     """Shorten ``text`` to ``width`` characters, keeping both ends."""
     if len(text) <= width:
         return text
     keep = width - 1
     return text[: keep // 2] + "…" + text[len(text) - (keep - keep // 2) :]
+
+
+def _cut_end(text: str, width: int) -> str:
+    """Shorten ``text`` to ``width`` characters, keeping its start."""
+    return text if len(text) <= width else text[: width - 1] + "…"
 
 
 def _timestamp(moment: dt.datetime | None) -> str:
