@@ -89,16 +89,17 @@ def judge(head: bytes, size: int | None) -> tuple[Fault, str] | None:
     """Judge a source from its first bytes and full size; ``None`` if it passes."""
     if size is not None and size > rules.MAX_FILE_BYTES:
         return Fault.TOO_LARGE, f"{size} bytes, over Cloudflare's 10 MB"
-    content_type = sniff_content_type(head)
-    if content_type not in STORED_TYPES:
-        return Fault.WRONG_FORMAT, f"not an image Cloudflare stores ({content_type})"
     try:
-        dimensions = _dimensions(head) if content_type != "image/svg+xml" else None
+        picture = _identify(head)
     except Image.DecompressionBombError:
         return Fault.TOO_MANY_PIXELS, "more than twice Pillow's safe size in pixels"
-    if dimensions is None:
+    content_type = sniff_content_type(head)
+    if content_type not in STORED_TYPES:
+        kind = picture[0] if picture else "not an image"
+        return Fault.WRONG_FORMAT, f"{kind}, not a format Cloudflare stores"
+    if picture is None or content_type == "image/svg+xml":
         return None
-    width, height = dimensions
+    _, width, height = picture
     if max(width, height) > rules.MAX_SIDE_PX:
         return Fault.TOO_MANY_PIXELS, f"{width}x{height} px, over 12,000 px a side"
     if width * height > rules.MAX_AREA_PX:
@@ -245,7 +246,7 @@ def _fetch(url: str, client: ImagesClient) -> tuple[bytes, int | None, str | Non
     try:
         peek = client.peek(url, HEAD_BYTES)
     except SourceError as error:
-        return b"", None, str(error)
+        return b"", None, str(error).removeprefix(f"{url}: ")
     if peek.status >= 400:
         return b"", None, f"the origin answered HTTP {peek.status}"
     return peek.head, peek.size, None
@@ -260,8 +261,8 @@ def _read_file(path: str) -> tuple[bytes, int | None, str | None]:
         return b"", None, f"cannot be read: {error.strerror}"
 
 
-def _dimensions(head: bytes) -> tuple[int, int] | None:
-    """Width and height from an image's first bytes, if its header is among them.
+def _identify(head: bytes) -> tuple[str, int, int] | None:
+    """Format, width and height from an image's first bytes, if Pillow knows them.
 
     Pillow only parses the header here, so its warning about huge images does
     not apply; an image huge enough for Pillow to refuse outright raises
@@ -271,6 +272,6 @@ def _dimensions(head: bytes) -> tuple[int, int] | None:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             with Image.open(io.BytesIO(head)) as image:
-                return image.width, image.height
+                return image.format or "unknown", image.width, image.height
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return None

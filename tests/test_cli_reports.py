@@ -8,10 +8,9 @@ import json
 from pathlib import Path
 
 import pytest
-from click.testing import CliRunner, Result
 
-from migrator.cli import _register_commands, cli
 from migrator.store import JobStore, State
+from tests.fixtures.cli import Outcome, invoke
 from tests.test_store_reports import add_row
 
 
@@ -51,9 +50,8 @@ def db(tmp_path: Path) -> str:
     return path
 
 
-def migrator(*args: str) -> Result:
-    _register_commands()
-    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+def migrator(*args: str) -> Outcome:
+    return invoke(*args)
 
 
 def test_failures_table_shows_code_source_and_message(db: str) -> None:

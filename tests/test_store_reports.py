@@ -174,6 +174,8 @@ def test_plan_counts_rows_by_what_a_run_would_do(reports: Reports) -> None:
     add_row(reports, "https://a.test/6.png", State.CLAIMED)
 
     plan = reports.plan_counts()
+    updates = reports.rows_in(State.PENDING, RowFilter(actions=("update",)))
 
     assert (plan.upload, plan.update, plan.in_doubt) == (2, 1, 1)
     assert (plan.done, plan.failed, plan.claimed) == (1, 1, 1)
+    assert [row.source for row in updates] == ["https://a.test/3.png"]

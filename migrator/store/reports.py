@@ -37,6 +37,7 @@ class RowFilter:
     """
 
     error_codes: tuple[str, ...] = ()
+    actions: tuple[str, ...] = ()
     source_glob: str | None = None
     changed_before: dt.datetime | None = None
     changed_after: dt.datetime | None = None
@@ -207,6 +208,8 @@ def _matching(where: RowFilter) -> ColumnElement[bool]:
     conditions: list[ColumnElement[bool]] = []
     if where.error_codes:
         conditions.append(images.c.error_code.in_(where.error_codes))
+    if where.actions:
+        conditions.append(images.c.action.in_(where.actions))
     if where.source_glob is not None:
         conditions.append(
             images.c.source.like(_like_pattern(where.source_glob), escape=_LIKE_ESCAPE)

@@ -1,0 +1,388 @@
+"""Commands that check a migration against the world: plan (and run --dry-run), verify.
+
+plan says what the next run would do, from the job table alone, and with
+--check-sources probes each source for what would make its upload fail. verify
+looks every done row up in Cloudflare and reports images missing or different.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from migrator.audit import Finding, Problem, SourceProblem, as_json, check_sources
+from migrator.audit import verify as verify_rows
+from migrator.cli import cli
+from migrator.cli.logs import progress_bar
+from migrator.cli.options import db_option, json_option, open_store
+from migrator.cli.run import client_config
+from migrator.client import (
+    CLOUDFLARE_API_URL,
+    CLOUDFLARE_BATCH_URL,
+    ClientConfig,
+    ImagesClient,
+)
+from migrator.errors import ExitCode
+from migrator.store import Action, JobStore, State
+from migrator.store.reports import PlanCounts, RowFilter
+from migrator.tokens import Secret
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+CHECK_WORKERS = 16
+"""Default threads for verify and --check-sources: 200 lookups/s at 80 ms each."""
+
+
+def rate_options(function: F) -> F:
+    """``--tokens`` and ``--rate``: how fast Cloudflare may be asked."""
+    options = [
+        click.option(
+            "--tokens",
+            type=click.IntRange(1, 64),
+            default=1,
+            show_default=True,
+            envvar="MIGRATOR_TOKENS",
+            help="Batch tokens used side by side; each adds --rate requests/s.  "
+            "[env: MIGRATOR_TOKENS]",
+        ),
+        click.option(
+            "--rate",
+            type=click.FloatRange(0.1, 10_000),
+            default=200.0,
+            show_default=True,
+            envvar="MIGRATOR_RATE",
+            help="Requests per second per batch token, at most.  [env: MIGRATOR_RATE]",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def cloudflare_options(function: F) -> F:
+    """The account, its token and where the APIs are, as ``migrator run`` takes them."""
+    options = [
+        click.option(
+            "--account-id",
+            envvar="CLOUDFLARE_ACCOUNT_ID",
+            help="Cloudflare account ID.  [env: CLOUDFLARE_ACCOUNT_ID]",
+        ),
+        click.option(
+            "--api-token-file",
+            type=click.Path(exists=True, dir_okay=False),
+            envvar="MIGRATOR_API_TOKEN_FILE",
+            help="Read the API token from this file instead of "
+            "CLOUDFLARE_API_TOKEN.  [env: MIGRATOR_API_TOKEN_FILE]",
+        ),
+        click.option(
+            "--api-url",
+            default=CLOUDFLARE_API_URL,
+            show_default=True,
+            envvar="MIGRATOR_API_URL",
+            help="Main API base URL.  [env: MIGRATOR_API_URL]",
+        ),
+        click.option(
+            "--batch-url",
+            default=CLOUDFLARE_BATCH_URL,
+            show_default=True,
+            envvar="MIGRATOR_BATCH_URL",
+            help="Batch API base URL.  [env: MIGRATOR_BATCH_URL]",
+        ),
+    ]
+    for option in reversed(options):
+        function = option(function)
+    return rate_options(function)
+
+
+def workers_option(function: F) -> F:
+    """``--workers``: threads for lookups and probes."""
+    return click.option(
+        "--workers",
+        type=click.IntRange(1, 256),
+        default=CHECK_WORKERS,
+        show_default=True,
+        envvar="MIGRATOR_WORKERS",
+        help="Threads sending lookups side by side.  [env: MIGRATOR_WORKERS]",
+    )(function)
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """Requests a run would send and how long they take at the allowed rate."""
+
+    requests: int
+    rate: float
+    """Requests per second over all batch tokens."""
+
+    @property
+    def seconds(self) -> float:
+        return self.requests / self.rate
+
+
+def estimate(counts: PlanCounts, tokens: int, rate: float) -> Estimate:
+    """One request per upload or update, one more to settle each row in doubt,
+    and one batch token per token (more only for runs longer than an hour)."""
+    work = counts.upload + counts.update
+    requests = work + counts.in_doubt + (tokens if work else 0)
+    return Estimate(requests, tokens * rate)
+
+
+@cli.command()
+@db_option
+@rate_options
+@click.option(
+    "--check-sources",
+    is_flag=True,
+    help="Also probe each source to upload (a ranged GET of its first 64 KB, or "
+    "a read of a local file) for what Cloudflare would refuse: unreachable, "
+    "over 10 MB, not a stored format, over 12,000 px or 100 megapixels.",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    help="With --check-sources, probe at most this many sources.",
+)
+@workers_option
+@json_option
+def plan(
+    db: str,
+    tokens: int,
+    rate: float,
+    check_sources: bool,
+    limit: int | None,
+    workers: int,
+    as_json: bool,
+) -> int:
+    """Say what the next run would do, without doing it.
+
+    Counts the rows a run would upload, update and skip, the requests it would
+    send and how long they take at the configured rate. Nothing is sent to
+    Cloudflare; --check-sources only asks the sources' origins. Exits 1 when
+    --check-sources finds a source that would fail. 'migrator run --dry-run'
+    prints the same.
+
+    \b
+    Examples:
+      migrator plan
+      migrator plan --tokens 2                       # time at 400 requests/s
+      migrator plan --check-sources --limit 1000     # probe a sample first
+    """
+    store = open_store(db)
+    try:
+        counts = store.plan_counts()
+        print_plan(counts, estimate(counts, tokens, rate), tokens, as_json)
+        if not check_sources:
+            return int(ExitCode.OK)
+        problems = _probe(store, limit, workers, as_json)
+    finally:
+        store.close()
+    return int(ExitCode.FAILURES if problems else ExitCode.OK)
+
+
+def print_plan(counts: PlanCounts, cost: Estimate, tokens: int, as_json: bool) -> None:
+    """Print a plan as text for people or as one JSON object."""
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    **dataclasses.asdict(counts),
+                    "skip": counts.done + counts.failed,
+                    "requests": cost.requests,
+                    "requests_per_s": cost.rate,
+                    "seconds": round(cost.seconds, 1),
+                }
+            )
+        )
+        return
+    click.echo(
+        f"""\
+to upload   {counts.upload:>12,}
+to update   {counts.update:>12,}
+to skip     {counts.done + counts.failed:>12,}   \
+({counts.done:,} done, {counts.failed:,} failed: 'migrator retry' adds them)
+leased      {counts.claimed:>12,}   (held by a run now; taken again if its lease ends)
+in doubt    {counts.in_doubt:>12,}   (each looked up once before it is sent again)
+requests    {cost.requests:>12,}   (one per upload or update and per row in doubt)
+time        {_duration(cost.seconds):>12}   \
+(at {cost.rate:,.0f} requests/s: {tokens} token(s) x {cost.rate / tokens:,.0f}/s)"""
+    )
+
+
+def _probe(store: JobStore, limit: int | None, workers: int, as_json: bool) -> int:
+    """Probe the sources of rows to upload; print each problem; return how many."""
+    rows = store.rows_in(
+        State.PENDING, RowFilter(actions=(Action.UPLOAD.value,)), limit=limit
+    )
+    # Probes reach origins only, never Cloudflare: the client needs no account.
+    config = ClientConfig(account_id="", api_token=Secret(""))
+    checked = problems = 0
+    total = store.count_in(State.PENDING, RowFilter(actions=(Action.UPLOAD.value,)))
+    bar = progress_bar(min(total, limit) if limit else total, "probing", unit="source")
+    with ImagesClient(config) as client:
+        for _, problem in check_sources(rows, client, workers):
+            checked += 1
+            bar.update()
+            if problem is not None:
+                problems += 1
+                _print_source_problem(problem, as_json)
+    bar.close()
+    click.echo(f"{problems:,} of {checked:,} sources would fail.", err=True)
+    return problems
+
+
+def _print_source_problem(problem: SourceProblem, as_json: bool) -> None:
+    if as_json:
+        record = {
+            "problem": problem.fault.value,
+            "source": problem.row.source,
+            "detail": problem.detail,
+        }
+        click.echo(json.dumps(record, ensure_ascii=False))
+    else:
+        click.echo(f"{problem.fault.value:<16} {problem.row.source}  {problem.detail}")
+
+
+@cli.command()
+@db_option
+@cloudflare_options
+@workers_option
+@click.option("--limit", type=click.IntRange(min=1), help="Check at most this many.")
+@click.option(
+    "--requeue",
+    is_flag=True,
+    help="Put rows found missing back to pending for upload, and rows found "
+    "different back to pending for an update; the next run fixes them.",
+)
+@click.option(
+    "--format",
+    "output_format",
+    type=click.Choice(["text", "jsonl"]),
+    default="text",
+    show_default=True,
+    help="One line per problem for people, or one JSON object per problem.",
+)
+def verify(
+    db: str,
+    account_id: str | None,
+    api_token_file: str | None,
+    api_url: str,
+    batch_url: str,
+    tokens: int,
+    rate: float,
+    workers: int,
+    limit: int | None,
+    requeue: bool,
+    output_format: str,
+) -> int:
+    """Check done rows against Cloudflare: is each image there, as recorded?
+
+    Looks each done row up with image details on the batch host, at the batch
+    rate (--rate per token), and prints the images that are missing and those
+    whose metadata, requireSignedURLs or creator differ from the row (the
+    migrator_key field migrator adds itself is ignored). Exits 0 when every
+    image checked is as recorded, 1 otherwise.
+
+    \b
+    Examples:
+      migrator verify --limit 1000                   # a sample
+      migrator verify --requeue && migrator run      # check all, then repair
+      migrator verify --format jsonl > findings.jsonl
+    """
+    config = client_config(
+        account_id=account_id,
+        api_token_file=api_token_file,
+        api_url=api_url,
+        batch_url=batch_url,
+        tokens=tokens,
+        rate=rate,
+        connections=workers,
+    )
+    store = open_store(db)
+    try:
+        tally = _verify(store, config, workers, limit, output_format)
+        moved = 0
+        if requeue:
+            moved = store.requeue_done(tally.missing, Action.UPLOAD)
+            moved += store.requeue_done(tally.differs, Action.UPDATE)
+    finally:
+        store.close()
+
+    click.echo(
+        f"verify: {tally.checked:,} checked, {len(tally.missing):,} missing, "
+        f"{len(tally.differs):,} different, {tally.unchecked:,} not checked "
+        "(transient errors)"
+        + (f"; {moved:,} rows back to pending for the next run" if requeue else ""),
+        err=True,
+    )
+    problems = len(tally.missing) + len(tally.differs) + tally.unchecked
+    return int(ExitCode.FAILURES if problems else ExitCode.OK)
+
+
+@dataclasses.dataclass
+class _Tally:
+    """What verify found: rows to repair by id, and counts."""
+
+    checked: int = 0
+    unchecked: int = 0
+    missing: list[int] = dataclasses.field(default_factory=list)
+    differs: list[int] = dataclasses.field(default_factory=list)
+
+
+def _verify(
+    store: JobStore,
+    config: ClientConfig,
+    workers: int,
+    limit: int | None,
+    output_format: str,
+) -> _Tally:
+    """Check done rows and print each finding as it comes."""
+    done = store.count_in(State.DONE)
+    bar = progress_bar(min(done, limit) if limit else done, "verifying")
+    tally = _Tally()
+    try:
+        with ImagesClient(config) as client:
+            rows = store.rows_in(State.DONE, limit=limit)
+            for row, finding in verify_rows(rows, client, workers):
+                tally.checked += 1
+                bar.update()
+                if finding is None:
+                    continue
+                _print_finding(finding, output_format)
+                if finding.problem is Problem.MISSING:
+                    tally.missing.append(row.row_id)
+                elif finding.problem is Problem.DIFFERS:
+                    tally.differs.append(row.row_id)
+                else:
+                    tally.unchecked += 1
+    finally:
+        bar.close()
+    return tally
+
+
+def _print_finding(finding: Finding, output_format: str) -> None:
+    if output_format == "jsonl":
+        click.echo(json.dumps(as_json(finding), ensure_ascii=False))
+    else:
+        click.echo(
+            f"{finding.problem.value:<9} {finding.row.image_id or '-'}  "
+            f"{finding.row.source}: {finding.detail}"
+        )
+
+
+def _duration(seconds: float) -> str:
+    """A duration for people: 45 s, 12 min, 3 h 20 min, 2 d 4 h."""
+    if seconds < 90:
+        return f"{math.ceil(seconds)} s"
+    minutes = math.ceil(seconds / 60)
+    if minutes < 120:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    if hours < 48:
+        return f"{hours} h {minutes} min"
+    days, hours = divmod(hours, 24)
+    return f"{days} d {hours} h"
