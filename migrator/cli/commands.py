@@ -1,3 +1,3 @@
 """Import every command module so that each registers its commands on the group."""
 
-from migrator.cli import audit, demo, emulator, jobs, reports, run  # noqa: F401
+from migrator.cli import demo, emulator, jobs, plan, reports, run, verify  # noqa: F401

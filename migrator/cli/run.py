@@ -6,14 +6,17 @@ import logging
 import os
 import re
 import time
+from pathlib import Path
 from typing import Any
 
 import click
 
 from migrator.cli import cli
+from migrator.cli.cron import summary_json_option, write_summary
 from migrator.cli.jobs import load_into
 from migrator.cli.logs import progress_allowed, progress_bar
 from migrator.cli.options import db_option, open_store
+from migrator.cli.plan import dry_run_option, show_dry_run
 from migrator.client import (
     CLOUDFLARE_API_URL,
     CLOUDFLARE_BATCH_URL,
@@ -21,6 +24,7 @@ from migrator.client import (
     ImagesClient,
 )
 from migrator.errors import ConfigError, ExitCode
+from migrator.lock import run_lock
 from migrator.runner import Progress, Runner, RunSettings, RunSummary
 from migrator.store import JobStore
 from migrator.tokens import Secret
@@ -247,6 +251,8 @@ def load_manifests(store: JobStore, manifests: tuple[str, ...]) -> int:
     help="Seconds a claimed image stays reserved without renewal; after a crash "
     "the next run waits this long for it.  [env: MIGRATOR_LEASE]",
 )
+@summary_json_option
+@dry_run_option
 def run_command(
     manifests: tuple[str, ...],
     db: str,
@@ -262,6 +268,8 @@ def run_command(
     max_items: int | None,
     fetch_local: bool,
     lease: float,
+    summary_json: Path | None,
+    dry_run: bool,
 ) -> int:
     """Upload every pending image to Cloudflare Images.
 
@@ -284,10 +292,14 @@ def run_command(
       migrator run photos.csv                  # load, then upload everything
       migrator run --tokens 2 --workers 64     # 400 requests/s
       migrator run --max-duration 50m          # an hourly cron slot
+      migrator run --summary-json last-run.json  # figures for monitoring
+      migrator run --dry-run                   # what a run would do, sending nothing
       migrator run --fetch-local               # origin unreachable from Cloudflare
       migrator run --api-url http://127.0.0.1:8787/client/v4 \\
                    --batch-url http://127.0.0.1:8787   # against the emulator
     """
+    if dry_run:
+        return show_dry_run(db, manifests, tokens, rate)
     config = client_config(
         account_id=account_id,
         api_token_file=api_token_file,
@@ -308,15 +320,19 @@ def run_command(
         progress=reporter,
     )
 
-    store = open_store(db)
-    try:
-        rejected = load_manifests(store, manifests)
-        summary = run_migration(store, config, settings)
-    finally:
-        reporter.close()
-        store.close()
+    # One run at a time per SQLite job table, taken before the table is opened.
+    with run_lock(db):
+        store = open_store(db)
+        try:
+            rejected = load_manifests(store, manifests)
+            summary = run_migration(store, config, settings)
+        finally:
+            reporter.close()
+            store.close()
 
     click.echo(summary.line(), err=True)
+    if summary_json is not None:
+        write_summary(summary_json, summary, db)
     if summary.error is not None:
         raise summary.error
     if rejected and summary.exit_code is ExitCode.OK:

@@ -1,8 +1,8 @@
-"""Commands that check a migration against the world: plan (and run --dry-run), verify.
+"""``migrator plan`` and ``migrator run --dry-run``: what the next run would do.
 
-plan says what the next run would do, from the job table alone, and with
---check-sources probes each source for what would make its upload fail. verify
-looks every done row up in Cloudflare and reports images missing or different.
+The plan comes from the job table alone: rows to upload, update and skip, the
+requests that takes and how long at the configured rate. ``--check-sources``
+also asks each source's origin (never Cloudflare) whether the upload could work.
 """
 
 from __future__ import annotations
@@ -15,18 +15,12 @@ from typing import Any, TypeVar
 
 import click
 
-from migrator.audit import Finding, Problem, SourceProblem, as_json, check_sources
-from migrator.audit import verify as verify_rows
+from migrator.audit import SourceProblem
+from migrator.audit import check_sources as probe_sources
 from migrator.cli import cli
 from migrator.cli.logs import progress_bar
 from migrator.cli.options import db_option, json_option, open_store
-from migrator.cli.run import client_config
-from migrator.client import (
-    CLOUDFLARE_API_URL,
-    CLOUDFLARE_BATCH_URL,
-    ClientConfig,
-    ImagesClient,
-)
+from migrator.client import ClientConfig, ImagesClient
 from migrator.errors import ExitCode
 from migrator.store import Action, JobStore, State
 from migrator.store.reports import PlanCounts, RowFilter
@@ -62,41 +56,6 @@ def rate_options(function: F) -> F:
     for option in reversed(options):
         function = option(function)
     return function
-
-
-def cloudflare_options(function: F) -> F:
-    """The account, its token and where the APIs are, as ``migrator run`` takes them."""
-    options = [
-        click.option(
-            "--account-id",
-            envvar="CLOUDFLARE_ACCOUNT_ID",
-            help="Cloudflare account ID.  [env: CLOUDFLARE_ACCOUNT_ID]",
-        ),
-        click.option(
-            "--api-token-file",
-            type=click.Path(exists=True, dir_okay=False),
-            envvar="MIGRATOR_API_TOKEN_FILE",
-            help="Read the API token from this file instead of "
-            "CLOUDFLARE_API_TOKEN.  [env: MIGRATOR_API_TOKEN_FILE]",
-        ),
-        click.option(
-            "--api-url",
-            default=CLOUDFLARE_API_URL,
-            show_default=True,
-            envvar="MIGRATOR_API_URL",
-            help="Main API base URL.  [env: MIGRATOR_API_URL]",
-        ),
-        click.option(
-            "--batch-url",
-            default=CLOUDFLARE_BATCH_URL,
-            show_default=True,
-            envvar="MIGRATOR_BATCH_URL",
-            help="Batch API base URL.  [env: MIGRATOR_BATCH_URL]",
-        ),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return rate_options(function)
 
 
 def workers_option(function: F) -> F:
@@ -213,6 +172,36 @@ time        {_duration(cost.seconds):>12}   \
     )
 
 
+def dry_run_option(function: F) -> F:
+    """``--dry-run``: print the plan instead of running."""
+    return click.option(
+        "--dry-run",
+        is_flag=True,
+        help="Say what the run would do (as 'migrator plan') and send nothing.",
+    )(function)
+
+
+def show_dry_run(db: str, manifests: tuple[str, ...], tokens: int, rate: float) -> int:
+    """Print the plan of a run over the job table as it stands; return exit 0.
+
+    A dry run changes nothing, so it does not load manifests: given any, it
+    stops with a usage error that says to load them first.
+    """
+    if manifests:
+        raise click.UsageError(
+            "--dry-run plans from the job table as it stands and loads nothing: "
+            "run 'migrator load' on the manifests first (it sends nothing to "
+            "Cloudflare), then 'migrator run --dry-run'"
+        )
+    store = open_store(db)
+    try:
+        counts = store.plan_counts()
+    finally:
+        store.close()
+    print_plan(counts, estimate(counts, tokens, rate), tokens, as_json=False)
+    return int(ExitCode.OK)
+
+
 def _probe(store: JobStore, limit: int | None, workers: int, as_json: bool) -> int:
     """Probe the sources of rows to upload; print each problem; return how many."""
     rows = store.rows_in(
@@ -224,7 +213,7 @@ def _probe(store: JobStore, limit: int | None, workers: int, as_json: bool) -> i
     total = store.count_in(State.PENDING, RowFilter(actions=(Action.UPLOAD.value,)))
     bar = progress_bar(min(total, limit) if limit else total, "probing", unit="source")
     with ImagesClient(config) as client:
-        for _, problem in check_sources(rows, client, workers):
+        for _, problem in probe_sources(rows, client, workers):
             checked += 1
             bar.update()
             if problem is not None:
@@ -245,133 +234,6 @@ def _print_source_problem(problem: SourceProblem, as_json: bool) -> None:
         click.echo(json.dumps(record, ensure_ascii=False))
     else:
         click.echo(f"{problem.fault.value:<16} {problem.row.source}  {problem.detail}")
-
-
-@cli.command()
-@db_option
-@cloudflare_options
-@workers_option
-@click.option("--limit", type=click.IntRange(min=1), help="Check at most this many.")
-@click.option(
-    "--requeue",
-    is_flag=True,
-    help="Put rows found missing back to pending for upload, and rows found "
-    "different back to pending for an update; the next run fixes them.",
-)
-@click.option(
-    "--format",
-    "output_format",
-    type=click.Choice(["text", "jsonl"]),
-    default="text",
-    show_default=True,
-    help="One line per problem for people, or one JSON object per problem.",
-)
-def verify(
-    db: str,
-    account_id: str | None,
-    api_token_file: str | None,
-    api_url: str,
-    batch_url: str,
-    tokens: int,
-    rate: float,
-    workers: int,
-    limit: int | None,
-    requeue: bool,
-    output_format: str,
-) -> int:
-    """Check done rows against Cloudflare: is each image there, as recorded?
-
-    Looks each done row up with image details on the batch host, at the batch
-    rate (--rate per token), and prints the images that are missing and those
-    whose metadata, requireSignedURLs or creator differ from the row (the
-    migrator_key field migrator adds itself is ignored). Exits 0 when every
-    image checked is as recorded, 1 otherwise.
-
-    \b
-    Examples:
-      migrator verify --limit 1000                   # a sample
-      migrator verify --requeue && migrator run      # check all, then repair
-      migrator verify --format jsonl > findings.jsonl
-    """
-    config = client_config(
-        account_id=account_id,
-        api_token_file=api_token_file,
-        api_url=api_url,
-        batch_url=batch_url,
-        tokens=tokens,
-        rate=rate,
-        connections=workers,
-    )
-    store = open_store(db)
-    try:
-        tally = _verify(store, config, workers, limit, output_format)
-        moved = 0
-        if requeue:
-            moved = store.requeue_done(tally.missing, Action.UPLOAD)
-            moved += store.requeue_done(tally.differs, Action.UPDATE)
-    finally:
-        store.close()
-
-    click.echo(
-        f"verify: {tally.checked:,} checked, {len(tally.missing):,} missing, "
-        f"{len(tally.differs):,} different, {tally.unchecked:,} not checked "
-        "(transient errors)"
-        + (f"; {moved:,} rows back to pending for the next run" if requeue else ""),
-        err=True,
-    )
-    problems = len(tally.missing) + len(tally.differs) + tally.unchecked
-    return int(ExitCode.FAILURES if problems else ExitCode.OK)
-
-
-@dataclasses.dataclass
-class _Tally:
-    """What verify found: rows to repair by id, and counts."""
-
-    checked: int = 0
-    unchecked: int = 0
-    missing: list[int] = dataclasses.field(default_factory=list)
-    differs: list[int] = dataclasses.field(default_factory=list)
-
-
-def _verify(
-    store: JobStore,
-    config: ClientConfig,
-    workers: int,
-    limit: int | None,
-    output_format: str,
-) -> _Tally:
-    """Check done rows and print each finding as it comes."""
-    done = store.count_in(State.DONE)
-    bar = progress_bar(min(done, limit) if limit else done, "verifying")
-    tally = _Tally()
-    try:
-        with ImagesClient(config) as client:
-            rows = store.rows_in(State.DONE, limit=limit)
-            for row, finding in verify_rows(rows, client, workers):
-                tally.checked += 1
-                bar.update()
-                if finding is None:
-                    continue
-                _print_finding(finding, output_format)
-                if finding.problem is Problem.MISSING:
-                    tally.missing.append(row.row_id)
-                elif finding.problem is Problem.DIFFERS:
-                    tally.differs.append(row.row_id)
-                else:
-                    tally.unchecked += 1
-    finally:
-        bar.close()
-    return tally
-
-
-def _print_finding(finding: Finding, output_format: str) -> None:
-    if output_format == "jsonl":
-        click.echo(json.dumps(as_json(finding), ensure_ascii=False))
-    else:
-        click.echo(
-            f"{finding.problem.value:<9} {finding.row.image_id or '-'}  "
-            f"{finding.row.source}: {finding.detail}"
-        )
 
 
 def _duration(seconds: float) -> str:
