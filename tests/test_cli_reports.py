@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from migrator.store import JobStore, State
+from migrator.store.schema import images
 from tests.fixtures.cli import Outcome, invoke
 from tests.test_store_reports import add_row
 
@@ -103,7 +104,7 @@ def test_failures_with_a_bad_duration_is_a_usage_error(db: str) -> None:
 
 
 def test_retry_moves_only_the_matching_failures_to_pending(db: str) -> None:
-    result = migrator("retry", "--db", db, "--code", "http-404", "--older-than", "0s")
+    result = migrator("retry", "--db", db, "--code", "http-404", "--newer-than", "1h")
 
     assert result.exit_code == 0
     assert "1 failed rows back to pending" in result.stdout
@@ -143,3 +144,41 @@ def test_export_as_json_lines_keeps_variants_a_list(db: str) -> None:
     assert result.exit_code == 0
     (row,) = [json.loads(line) for line in result.stdout.splitlines()]
     assert row["variants"] == ["https://imagedelivery.net/h/cf-1/public"]
+
+
+def test_the_failures_csv_loads_back_as_a_manifest(tmp_path: Path) -> None:
+    db = str(tmp_path / "loaded.db")
+    manifest = tmp_path / "products.csv"
+    manifest.write_text(
+        "url,id,metadata,creator\n"
+        'https://a.test/boot.tif,products/boot,"{""sku"":""B-1""}",sync\n'
+        "https://a.test/hat.jpg,,,\n"
+    )
+    assert invoke("load", "--db", db, str(manifest)).exit_code == 0
+    store = JobStore.open(db)
+    with store.transaction() as connection:
+        connection.execute(
+            images.update().values(state="failed", error_code="5455", attempts=1)
+        )
+    store.close()
+
+    fix = tmp_path / "fix.csv"
+    assert (
+        invoke("failures", "--db", db, "--format", "csv", "-o", str(fix)).exit_code == 0
+    )
+    reloaded_as_is = invoke("load", "--db", db, str(fix))
+    fix.write_text(fix.read_text().replace("boot.tif", "boot.jpg"))
+    reloaded_fixed = invoke("load", "--db", db, str(fix))
+
+    assert reloaded_as_is.exit_code == 0
+    assert "0 loaded, 2 unchanged" in reloaded_as_is.stderr
+    assert reloaded_fixed.exit_code == 0
+    assert "1 changed" in reloaded_fixed.stderr
+    store = JobStore.open(db)
+    (pending,) = store.rows_in(State.PENDING)
+    store.close()
+    assert (pending.source, pending.custom_id) == (
+        "https://a.test/boot.jpg",
+        "products/boot",
+    )
+    assert pending.metadata == {"sku": "B-1"}

@@ -10,7 +10,6 @@ import csv
 import datetime as dt
 import itertools
 import json
-import re
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from typing import IO, Any, TypeVar
@@ -20,6 +19,7 @@ import click
 from migrator.cli import cli
 from migrator.cli.logs import is_terminal
 from migrator.cli.options import db_option, open_store
+from migrator.cli.run import Duration
 from migrator.rules import encode_metadata
 from migrator.store import State, utcnow
 from migrator.store.reports import ReportRow, RowFilter
@@ -42,34 +42,6 @@ EXPORT_COLUMNS = ("source", "image_id", "variants", "uploaded_at")
 _TABLE_HEAD_ROWS = 200
 """Rows read before the table's first line, to size the source column."""
 
-_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
-_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
-
-class Duration(click.ParamType[dt.timedelta]):
-    """A length of time such as ``90s``, ``15m``, ``2h``, ``1d12h`` or ``1w``."""
-
-    name = "duration"
-
-    def convert(
-        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
-    ) -> dt.timedelta:
-        if isinstance(value, dt.timedelta):
-            return value
-        text = str(value).strip().lower()
-        parts = _DURATION_PART.findall(text)
-        if not parts or "".join(n + u for n, u in parts) != text:
-            self.fail(
-                f"{value!r} is not a duration; write it like 90s, 15m, 2h, 1d12h",
-                param,
-                ctx,
-            )
-        seconds = sum(float(number) * _SECONDS[unit] for number, unit in parts)
-        return dt.timedelta(seconds=seconds)
-
-
-DURATION = Duration()
-
 
 def filter_options(function: F) -> F:
     """``--code``, ``--source``, ``--older-than``, ``--newer-than``: which failures."""
@@ -91,12 +63,12 @@ def filter_options(function: F) -> F:
         ),
         click.option(
             "--older-than",
-            type=DURATION,
+            type=Duration(),
             help="Only rows that failed at least this long ago (30m, 2h, 7d).",
         ),
         click.option(
             "--newer-than",
-            type=DURATION,
+            type=Duration(),
             help="Only rows that failed within this long (30m, 2h, 7d).",
         ),
     ]
@@ -108,17 +80,21 @@ def filter_options(function: F) -> F:
 def build_filter(
     codes: Iterable[str],
     source_glob: str | None,
-    older_than: dt.timedelta | None,
-    newer_than: dt.timedelta | None,
+    older_than: float | None,
+    newer_than: float | None,
 ) -> RowFilter:
-    """Turn the filter options into the store's ``RowFilter``."""
+    """Turn the filter options (durations in seconds) into the store's filter."""
     now = utcnow()
     return RowFilter(
         error_codes=tuple(codes),
         source_glob=source_glob,
-        changed_before=now - older_than if older_than is not None else None,
-        changed_after=now - newer_than if newer_than is not None else None,
+        changed_before=None if older_than is None else now - _seconds(older_than),
+        changed_after=None if newer_than is None else now - _seconds(newer_than),
     )
+
+
+def _seconds(seconds: float) -> dt.timedelta:
+    return dt.timedelta(seconds=seconds)
 
 
 def output_option(function: F) -> F:
@@ -154,8 +130,8 @@ def failures(
     db: str,
     codes: tuple[str, ...],
     source_glob: str | None,
-    older_than: dt.timedelta | None,
-    newer_than: dt.timedelta | None,
+    older_than: float | None,
+    newer_than: float | None,
     output_format: str,
     limit: int | None,
     output: str,
@@ -203,8 +179,8 @@ def retry(
     db: str,
     codes: tuple[str, ...],
     source_glob: str | None,
-    older_than: dt.timedelta | None,
-    newer_than: dt.timedelta | None,
+    older_than: float | None,
+    newer_than: float | None,
 ) -> None:
     """Put failed rows back to pending, all of them or those the filters match.
 
