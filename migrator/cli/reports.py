@@ -182,12 +182,12 @@ def retry(
     older_than: float | None,
     newer_than: float | None,
 ) -> None:
-    """Put failed rows back to pending, all of them or those the filters match.
+    """Put failed rows back to pending, for the next run to try again.
 
-    Each row gets a full set of attempts again; the next 'migrator run' tries
-    them. Retry after fixing the cause (an origin back up, a quota raised):
-    rows that failed for their content (5455 bad format, 5413 too large) fail
-    again unless their source changed.
+    All failed rows, or those the filters match; each gets a full set of
+    attempts again. Retry once the cause is gone (an origin back up, a quota
+    raised): rows that failed for their content (5455 bad format, 5413 too
+    large) fail again unless their source changed.
 
     \b
     Examples:

@@ -292,8 +292,8 @@ def run_command(
       migrator run photos.csv                  # load, then upload everything
       migrator run --tokens 2 --workers 64     # 400 requests/s
       migrator run --max-duration 50m          # an hourly cron slot
-      migrator run --summary-json last-run.json  # figures for monitoring
-      migrator run --dry-run                   # what a run would do, sending nothing
+      migrator run --summary-json run.json     # figures for monitoring
+      migrator run --dry-run                   # what it would do, sending nothing
       migrator run --fetch-local               # origin unreachable from Cloudflare
       migrator run --api-url http://127.0.0.1:8787/client/v4 \\
                    --batch-url http://127.0.0.1:8787   # against the emulator

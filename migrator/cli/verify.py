@@ -95,7 +95,7 @@ def verify(
     requeue: bool,
     output_format: str,
 ) -> int:
-    """Check done rows against Cloudflare: is each image there, as recorded?
+    """Check done rows against Cloudflare: images missing or different.
 
     Looks each done row up with image details on the batch host, at the batch
     rate (--rate per token), and prints the images that are missing and those
