@@ -182,3 +182,13 @@ def test_the_failures_csv_loads_back_as_a_manifest(tmp_path: Path) -> None:
         "products/boot",
     )
     assert pending.metadata == {"sku": "B-1"}
+
+
+@pytest.mark.parametrize(
+    "command", ["demo", "failures", "retry", "export", "verify", "plan"]
+)
+def test_every_operations_command_has_help_with_examples(command: str) -> None:
+    result = migrator(command, "--help")
+
+    assert result.exit_code == 0
+    assert "Examples:" in result.stdout
