@@ -278,12 +278,13 @@ class _CsvColumns:
 
     def __init__(self, positions: Mapping[str, int], width: int) -> None:
         self.width = width
-        self.url = positions.get("url", -1)
-        self.file = positions.get("file", -1)
-        self.id = positions.get("id", -1)
-        self.metadata = positions.get("metadata", -1)
-        self.signed = positions.get("requireSignedURLs", -1)
-        self.creator = positions.get("creator", -1)
+        # A column the header lacks reads the empty cell padded after the last.
+        self.url = positions.get("url", width)
+        self.file = positions.get("file", width)
+        self.id = positions.get("id", width)
+        self.metadata = positions.get("metadata", width)
+        self.signed = positions.get("requireSignedURLs", width)
+        self.creator = positions.get("creator", width)
 
     @classmethod
     def from_header(
@@ -326,13 +327,13 @@ class _CsvColumns:
                 "quote any field that holds a comma",
             )
         # A short record is allowed: its missing trailing cells are empty.
-        cells = record + [""] * (self.width - len(record))
-        url = cells[self.url].strip() if self.url >= 0 else ""
-        file = cells[self.file].strip() if self.file >= 0 else ""
-        custom_id = cells[self.id].strip() if self.id >= 0 else ""
-        metadata_text = cells[self.metadata].strip() if self.metadata >= 0 else ""
-        signed_text = cells[self.signed].strip() if self.signed >= 0 else ""
-        creator = cells[self.creator].strip() if self.creator >= 0 else ""
+        cells = record + [""] * (self.width + 1 - len(record))
+        url = cells[self.url].strip()
+        file = cells[self.file].strip()
+        custom_id = cells[self.id].strip()
+        metadata_text = cells[self.metadata].strip()
+        signed_text = cells[self.signed].strip()
+        creator = cells[self.creator].strip()
 
         metadata: Any = None
         if metadata_text:
@@ -354,6 +355,7 @@ class _CsvColumns:
             metadata,
             signed,
             creator or None,
+            metadata_text or None,
         )
 
 

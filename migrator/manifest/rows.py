@@ -12,11 +12,12 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import math
 import os
 import re
 import stat
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote
 
 from migrator.rules import (
@@ -43,14 +44,16 @@ URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
 # An absolute http(s) URL as urllib would split it, but checked in one pass: the
 # loader sees millions of them. Userinfo runs to the last "@" before the path.
+# Spaces and control characters are refused anywhere in it.
 _HTTP_URL = re.compile(
     r"(?P<scheme>https?)://"
-    r"(?:[^/?#]*@)?"
-    r"(?P<host>\[[^\]/?#]*\]|[^/?#:@\[\]]+)"
+    r"(?:[^/?#\x00-\x20\x7f]*@)?"
+    r"(?P<host>\[[^\]/?#\x00-\x20\x7f]*\]|[^/?#:@\[\]\x00-\x20\x7f]+)"
     r"(?::(?P<port>[0-9]*))?"
-    r"(?P<path>[/?#].*)?",
-    re.IGNORECASE | re.DOTALL,
+    r"(?P<path>[/?#][^\x00-\x20\x7f]*)?",
+    re.IGNORECASE,
 )
+_BLANK_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
 
 class IdFrom(str, enum.Enum):
@@ -60,28 +63,35 @@ class IdFrom(str, enum.Enum):
     """The URL's path, or the file's path relative to the manifest's directory."""
 
 
-@dataclass(frozen=True, slots=True)
-class ManifestRow:
+class ManifestRow(NamedTuple):
     """One valid image from a manifest, in the form the job table stores it.
 
     ``key`` is the row's identity across reloads: ``id:<custom id>`` when it has a
     custom ID, else ``source:<source>``. ``metadata_json`` is the user's metadata
-    as compact JSON, and ``content_hash`` changes whenever anything Cloudflare
-    stores for the image does.
+    object as JSON text, and ``content_hash`` changes whenever anything Cloudflare
+    stores for the image does. A tuple, in the job table's column order, because
+    a load makes millions of them.
     """
 
-    manifest: str
-    line: int
+    key: str
     source: str
     source_kind: str
-    """``url`` or ``file`` (``source`` is then an absolute path)."""
+    """``url``, or ``file`` when ``source`` is an absolute local path."""
     custom_id: str | None
-    metadata: dict[str, Any] | None
+    metadata_json: str | None
     require_signed_urls: bool
     creator: str | None
-    key: str
-    metadata_json: str | None
+    manifest: str
+    line: int
     content_hash: str
+
+    @property
+    def metadata(self) -> dict[str, Any] | None:
+        """The metadata object, parsed."""
+        if self.metadata_json is None:
+            return None
+        parsed: dict[str, Any] = json.loads(self.metadata_json)
+        return parsed
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,8 +156,13 @@ class RowBuilder:
         metadata: Any,
         require_signed_urls: bool,
         creator: str | None,
+        metadata_text: str | None = None,
     ) -> ManifestRow | RowError:
-        """Check every value of a row; return the row or its first problem."""
+        """Check every value of a row; return the row or its first problem.
+
+        ``metadata`` is the parsed object; ``metadata_text``, when given, is the
+        JSON it was parsed from, kept as written.
+        """
         if url is not None and file is not None:
             return self.error(line, "row", "has both a url and a file; give one")
         if url is not None:
@@ -170,7 +185,9 @@ class RowBuilder:
 
         metadata_json = None
         if metadata is not None:
-            metadata_json, problem = _check_metadata(metadata, custom_id is not None)
+            metadata_json, problem = _check_metadata(
+                metadata, metadata_text, custom_id is not None
+            )
             if problem:
                 return self.error(line, "metadata", problem)
 
@@ -183,17 +200,16 @@ class RowBuilder:
                 return self.error(line, "creator", problem)
 
         return ManifestRow(
-            manifest=self.name,
-            line=line,
-            source=source,
-            source_kind=kind,
-            custom_id=custom_id,
-            metadata=metadata,
-            require_signed_urls=require_signed_urls,
-            creator=creator,
-            key=f"id:{custom_id}" if custom_id else f"source:{source}",
-            metadata_json=metadata_json,
-            content_hash=_content_hash(
+            f"id:{custom_id}" if custom_id else f"source:{source}",
+            source,
+            kind,
+            custom_id,
+            metadata_json,
+            require_signed_urls,
+            creator,
+            self.name,
+            line,
+            _content_hash(
                 source, custom_id, metadata_json, require_signed_urls, creator
             ),
         )
@@ -251,45 +267,70 @@ class RowBuilder:
 
 def _check_url(url: str) -> tuple[str, str | None]:
     """Check an image URL is one Cloudflare can fetch: absolute http or https."""
-    if " " in url or _CONTROL.search(url):
-        return url, "must not contain spaces or control characters; percent-encode them"
     match = _HTTP_URL.fullmatch(url)
-    if match is None:
-        scheme = URL_SCHEME.match(url)
-        if scheme and scheme[0][:-3].lower() not in ("http", "https"):
-            return url, f"must be an http or https URL, not {scheme[0][:-3]!r}"
-        return url, f"{shorten(url)!r} is not an absolute http or https URL"
-    port = match["port"]
-    if port and int(port) > 65535:
-        return url, f"has port {int(port)}, more than 65535"
-    return url, None
+    if match is not None:
+        port = match["port"]
+        if port and int(port) > 65535:
+            return url, f"has port {int(port)}, more than 65535"
+        return url, None
+
+    if _BLANK_OR_CONTROL.search(url):
+        return url, "must not contain spaces or control characters; percent-encode them"
+    scheme = URL_SCHEME.match(url)
+    if scheme and scheme[0][:-3].lower() not in ("http", "https"):
+        return url, f"must be an http or https URL, not {scheme[0][:-3]!r}"
+    return url, f"{shorten(url)!r} is not an absolute http or https URL"
 
 
 def _check_metadata(
-    metadata: Any, has_custom_id: bool
+    metadata: Any, text: str | None, has_custom_id: bool
 ) -> tuple[str | None, str | None]:
-    """Encode metadata as sent and check it fits, beside ``migrator_key`` if added."""
+    """Check metadata fits Cloudflare's limit, beside ``migrator_key`` if added.
+
+    Returns the JSON text to store: ``text`` as written when given, else the
+    compact encoding. The size that counts is that of the compact encoding of
+    what is sent (``upload_metadata``).
+    """
     if not isinstance(metadata, dict):
         return None, check_metadata(metadata)
     if MIGRATION_KEY_FIELD in metadata:
         return None, f"must not have a {MIGRATION_KEY_FIELD!r} field: migrator sets it"
+    added = 0 if has_custom_id else _MIGRATION_KEY_BYTES + (1 if metadata else 0)
+    if text is not None and _surely_fits(text, MAX_METADATA_BYTES - added):
+        return text, None
+
     try:
         encoded = encode_metadata(metadata)
         size = len(encoded.encode())
-    except (UnicodeEncodeError, ValueError) as error:
-        return None, f"cannot be encoded as JSON: {error}"
-
-    if has_custom_id:
-        if size > MAX_METADATA_BYTES:
+    except UnicodeEncodeError:
+        return None, "holds a \\u escape that is not valid UTF-8"
+    if size + added > MAX_METADATA_BYTES:
+        if has_custom_id:
             return None, f"is {size} bytes of JSON, more than {MAX_METADATA_BYTES}"
-        return encoded, None
-    sent = size + _MIGRATION_KEY_BYTES + (1 if metadata else 0)
-    if sent > MAX_METADATA_BYTES:
         return None, (
             f"is {size} bytes of JSON; with the {MIGRATION_KEY_FIELD!r} field a row "
-            f"without an id carries it would be {sent}, more than {MAX_METADATA_BYTES}"
+            f"without an id carries it would be {size + added}, more than "
+            f"{MAX_METADATA_BYTES}"
         )
-    return encoded, None
+    return encoded if text is None else text, None
+
+
+def _surely_fits(text: str, limit: int) -> bool:
+    """Whether JSON text is sure to encode compactly in ``limit`` bytes, unencoded.
+
+    Compact encoding drops whitespace and never lengthens a string without
+    escapes, nor an integer, true, false or null. Only a number with a fraction
+    or an exponent can grow (``1e5`` becomes ``100000.0``): by at most 21
+    characters, the longest float Python writes being 24 and the shortest JSON
+    one 3. Each such number holds a ".", "e" or "E", so counting those bounds the
+    growth. Text with escapes is always encoded: an escape may hide a lone
+    surrogate, which is not UTF-8.
+    """
+    if "\\" in text:
+        return False
+    size = len(text) if text.isascii() else len(text.encode())
+    floats = text.count(".") + text.count("e") + text.count("E")
+    return size + 21 * floats <= limit
 
 
 def _check_text(value: str) -> str | None:
@@ -335,10 +376,22 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not allowed in JSON")
 
 
+def _finite_float(text: str) -> float:
+    # "1e999" reads as infinity, which no JSON encoder may write back.
+    value = float(text)
+    if math.isinf(value):
+        raise ValueError(f"{text} is too large for a JSON number")
+    return value
+
+
+# Built once: json.loads with options builds a decoder per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant, parse_float=_finite_float)
+
+
 def parse_json(text: str) -> Any:
     """Parse JSON text, or say what is wrong with it."""
     try:
-        return json.loads(text, parse_constant=_reject_constant)
+        return _DECODER.decode(text)
     except RecursionError:
         return JsonProblem("is nested too deeply")
     except ValueError as error:

@@ -21,13 +21,16 @@ content hash:
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Connection, bindparam, func, select, text, update
+from sqlalchemy.dialects import postgresql
 
 from migrator.manifest import ManifestRow, RowError
 from migrator.store.database import Database, utcnow
@@ -39,8 +42,8 @@ LOAD_BATCH_ROWS = 10_000
 """Rows written per transaction: large enough to amortise the commit, small enough
 to keep memory flat and the one SQLite connection free for a running runner."""
 
-# The columns a loaded row sets; the others take their defaults on insert.
-_INSERT_COLUMNS = (
+# The columns a ManifestRow fills, in the order of its fields.
+_ROW_COLUMNS = (
     "key",
     "source",
     "source_kind",
@@ -48,16 +51,30 @@ _INSERT_COLUMNS = (
     "metadata",
     "require_signed_urls",
     "creator",
-    "state",
-    "action",
-    "attempts",
-    "next_attempt_at",
-    "in_doubt",
     "manifest",
     "line",
     "content_hash",
-    "created_at",
-    "updated_at",
+)
+
+# Element i of each JSON array is the ManifestRow field i (see _ROW_COLUMNS).
+# SQLite needs the WHERE to tell an upsert's ON CONFLICT from a join's ON.
+_SQLITE_INSERT = text(
+    """
+    INSERT INTO images (
+        key, source, source_kind, custom_id, metadata, require_signed_urls,
+        creator, manifest, line, content_hash,
+        state, action, attempts, in_doubt, next_attempt_at, created_at, updated_at
+    )
+    SELECT
+        json_extract(value, '$[0]'), json_extract(value, '$[1]'),
+        json_extract(value, '$[2]'), json_extract(value, '$[3]'),
+        json_extract(value, '$[4]'), json_extract(value, '$[5]'),
+        json_extract(value, '$[6]'), json_extract(value, '$[7]'),
+        json_extract(value, '$[8]'), json_extract(value, '$[9]'),
+        :state, :action, 0, 0, :now, :now, :now
+    FROM json_each(:rows) WHERE true
+    ON CONFLICT (key) DO NOTHING
+    """
 )
 
 _EXISTING_COLUMNS = (
@@ -162,18 +179,14 @@ class Loading(Database):
         counts = LoadCounts()
         stamp = utcnow()
         report = on_reject or _ignore
-        batch: list[ManifestRow] = []
-        for row in rows:
-            if isinstance(row, RowError):
+        # Reading and checking the manifest (Python) overlaps writing the previous
+        # batch (mostly inside SQLite or the server): a load keeps two cores busy.
+        for batch, errors in _in_background(_batches(rows, batch_rows)):
+            for error in errors:
                 counts.rejected += 1
-                report(row)
-                continue
-            batch.append(row)
-            if len(batch) >= batch_rows:
+                report(error)
+            if batch:
                 self._load_batch(batch, stamp, counts, report)
-                batch = []
-        if batch:
-            self._load_batch(batch, stamp, counts, report)
         logger.debug(
             "job table loaded %s new, %s unchanged, %s changed, %s rejected",
             counts.loaded,
@@ -193,7 +206,7 @@ class Loading(Database):
         unique = _first_of_each_key(batch, counts, report)
         with self.transaction() as connection:
             before = connection.execute(select(func.max(images.c.id))).scalar() or 0
-            inserted = self._insert_new(connection, unique.values(), stamp)
+            inserted = self._insert_new(connection, list(unique.values()), stamp)
             counts.loaded += inserted
             if inserted == len(unique):
                 return
@@ -223,62 +236,112 @@ class Loading(Database):
                 connection.execute(_CHANGE_STATEMENTS[state], params)
 
     def _insert_new(
-        self, connection: Connection, rows: Iterable[ManifestRow], stamp: dt.datetime
+        self, connection: Connection, rows: list[ManifestRow], stamp: dt.datetime
     ) -> int:
-        """Insert the rows whose key is new; return how many that was.
+        """Insert the rows whose key is new; return how many that was."""
+        fixed = {
+            "state": State.PENDING.value,
+            "action": Action.UPLOAD.value,
+            "now": _processed_stamp(connection, stamp),
+        }
+        if self.is_sqlite:
+            # The whole batch goes in as one JSON array, unpacked by SQLite: one
+            # statement step, during which the sqlite3 module lets the thread
+            # reading the manifest run (executemany hands the lock back and forth
+            # at every row), and no per-row parameter handling in Python.
+            rows_json = json.dumps(rows, ensure_ascii=False)
+            result = connection.execute(_SQLITE_INSERT, {**fixed, "rows": rows_json})
+            return max(result.rowcount, 0)
 
-        The statement goes to the driver with ready-made tuples: at a million rows
-        SQLAlchemy's per-row parameter handling costs more than SQLite's insert.
-        """
-        sql, names = self._insert_statement()
-        now = _processed_stamp(connection, stamp)
-        pending, upload = State.PENDING.value, Action.UPLOAD.value
-        values = [
-            (
-                row.key,
-                row.source,
-                row.source_kind,
-                row.custom_id,
-                row.metadata_json,
-                row.require_signed_urls,
-                row.creator,
-                pending,
-                upload,
-                0,
-                now,
-                False,
-                row.manifest,
-                row.line,
-                row.content_hash,
-                now,
-                now,
-            )
-            for row in rows
-        ]
-        params: list[Any] = values
-        if names is not None:
-            params = [dict(zip(names, one, strict=True)) for one in values]
-        result = connection.exec_driver_sql(sql, params)
-        return max(result.rowcount, 0)
+        # PostgreSQL: the rows go to the driver ready-made, in one executemany
+        # (psycopg pipelines it); SQLAlchemy's per-row parameter handling would
+        # cost more than the server's insert.
+        fixed |= {"attempts": 0, "in_doubt": False}
+        params = [dict(zip(_ROW_COLUMNS, row, strict=True)) | fixed for row in rows]
+        return max(
+            connection.exec_driver_sql(self._postgres_insert(), params).rowcount, 0
+        )
 
-    def _insert_statement(self) -> tuple[str, tuple[str, ...] | None]:
-        """The insert-unless-the-key-exists statement, compiled for this database.
-
-        Returns the SQL and, for drivers that take named parameters, the names in
-        the order of ``_INSERT_COLUMNS``; ``None`` when they are positional.
-        """
-        dialect = self.engine.dialect
-        insert = sqlite.insert if dialect.name == "sqlite" else postgresql.insert
+    def _postgres_insert(self) -> str:
+        """The insert-unless-the-key-exists statement, with named parameters."""
+        values: dict[str, Any] = {name: bindparam(name) for name in _ROW_COLUMNS}
+        values |= {
+            name: bindparam(name)
+            for name in ("state", "action", "attempts", "in_doubt")
+        }
+        values |= {
+            name: bindparam("now")
+            for name in ("next_attempt_at", "created_at", "updated_at")
+        }
         statement = (
-            insert(images)
-            .values({name: bindparam(name) for name in _INSERT_COLUMNS})
+            postgresql.insert(images)
+            .values(values)
             .on_conflict_do_nothing(index_elements=["key"])
         )
-        compiled = statement.compile(dialect=dialect)
-        if compiled.positional:
-            assert tuple(compiled.positiontup or ()) == _INSERT_COLUMNS
-            return compiled.string, None
-        return compiled.string, _INSERT_COLUMNS
+        return statement.compile(dialect=self.engine.dialect).string
+
+
+_Batch = tuple[list[ManifestRow], list[RowError]]
+
+
+def _batches(rows: Iterable[ManifestRow | RowError], size: int) -> Iterator[_Batch]:
+    """Group rows into batches of ``size``, each with the errors met among them."""
+    batch: list[ManifestRow] = []
+    errors: list[RowError] = []
+    for row in rows:
+        if isinstance(row, RowError):
+            errors.append(row)
+        else:
+            batch.append(row)
+        if len(batch) + len(errors) >= size:
+            yield batch, errors
+            batch, errors = [], []
+    if batch or errors:
+        yield batch, errors
+
+
+@dataclass(frozen=True)
+class _End:
+    error: BaseException | None
+
+
+def _in_background(items: Iterator[_Batch]) -> Iterator[_Batch]:
+    """Produce ``items`` in a thread, at most one ahead of the consumer.
+
+    An exception in the thread is raised here, in the consumer. If the consumer
+    stops early, the thread stops at its next hand-over.
+    """
+    handoff: queue.Queue[_Batch | _End] = queue.Queue(maxsize=1)
+    stopped = threading.Event()
+
+    def hand_over(item: _Batch | _End) -> bool:
+        while not stopped.is_set():
+            try:
+                handoff.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not hand_over(item):
+                    return
+        except BaseException as error:
+            hand_over(_End(error))
+        else:
+            hand_over(_End(None))
+
+    thread = threading.Thread(target=produce, name="manifest-reader", daemon=True)
+    thread.start()
+    try:
+        while not isinstance(item := handoff.get(), _End):
+            yield item
+        if item.error is not None:
+            raise item.error
+    finally:
+        stopped.set()
 
 
 def _ignore(_error: RowError) -> None:
@@ -374,6 +437,14 @@ def _change_params(row: ManifestRow, old: Any, stamp: dt.datetime) -> dict[str, 
 
 
 def _processed_stamp(connection: Connection, stamp: dt.datetime) -> Any:
-    """The load's timestamp as the driver takes it for a timestamp column."""
+    """The load's timestamp as the driver takes it for a timestamp column.
+
+    On SQLite the column type hands the driver a naive ``datetime``, which the
+    sqlite3 module turns into text for every row; it is turned into that same
+    text here, once per batch.
+    """
     processor = images.c.created_at.type.bind_processor(connection.dialect)
-    return processor(stamp) if processor else stamp
+    value = processor(stamp) if processor else stamp
+    if connection.dialect.name == "sqlite" and isinstance(value, dt.datetime):
+        return value.isoformat(" ")
+    return value
