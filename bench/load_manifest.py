@@ -120,12 +120,14 @@ def run(folder: Path, rows: int) -> None:
         f"ratio migrator/sqlite3: {ratio:8.2f}   {verdict(ratio <= RATIO_TARGET)}"
         f" (target <= {RATIO_TARGET})"
     )
+    memory_ok = verdict(peak_mb < MEMORY_TARGET_MB)
     print(
-        f"migrator peak memory:   {peak_mb:8.1f} MB {verdict(peak_mb < MEMORY_TARGET_MB)}"
+        f"migrator peak memory:   {peak_mb:8.1f} MB {memory_ok}"
         f" (target < {MEMORY_TARGET_MB:.0f} MB)"
     )
+    status_ok = verdict(status_s < STATUS_TARGET_S)
     print(
-        f"status query:           {status_s:8.3f} s {verdict(status_s < STATUS_TARGET_S)}"
+        f"status query:           {status_s:8.3f} s {status_ok}"
         f" (target < {STATUS_TARGET_S} s; whole command {command_s:.2f} s)"
     )
 
