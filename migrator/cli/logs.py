@@ -18,6 +18,7 @@ import os
 import sys
 from typing import IO, Any
 
+import click
 from tqdm import tqdm
 
 ROOT_LOGGER = "migrator"
@@ -156,6 +157,12 @@ def progress_bar(total: int | None, description: str, unit: str = "image") -> tq
         dynamic_ncols=True,
         leave=False,
     )
+
+
+def echo(text: str) -> None:
+    """Print a line of a report on stdout; on a terminal, above any progress bar."""
+    with tqdm.external_write_mode(file=sys.stdout):
+        click.echo(text)
 
 
 def _formatter(log_format: str, level: int, *, colour: bool) -> logging.Formatter:

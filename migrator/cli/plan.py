@@ -18,7 +18,7 @@ import click
 from migrator.audit import SourceProblem
 from migrator.audit import check_sources as probe_sources
 from migrator.cli import cli
-from migrator.cli.logs import progress_bar
+from migrator.cli.logs import echo, progress_bar
 from migrator.cli.options import db_option, json_option, open_store
 from migrator.client import ClientConfig, ImagesClient
 from migrator.errors import ExitCode
@@ -204,22 +204,23 @@ def show_dry_run(db: str, manifests: tuple[str, ...], tokens: int, rate: float) 
 
 def _probe(store: JobStore, limit: int | None, workers: int, as_json: bool) -> int:
     """Probe the sources of rows to upload; print each problem; return how many."""
-    rows = store.rows_in(
-        State.PENDING, RowFilter(actions=(Action.UPLOAD.value,)), limit=limit
-    )
+    uploads = RowFilter(actions=(Action.UPLOAD.value,))
+    total = store.count_in(State.PENDING, uploads)
     # Probes reach origins only, never Cloudflare: the client needs no account.
     config = ClientConfig(account_id="", api_token=Secret(""))
     checked = problems = 0
-    total = store.count_in(State.PENDING, RowFilter(actions=(Action.UPLOAD.value,)))
-    bar = progress_bar(min(total, limit) if limit else total, "probing", unit="source")
-    with ImagesClient(config) as client:
-        for _, problem in probe_sources(rows, client, workers):
-            checked += 1
-            bar.update()
-            if problem is not None:
-                problems += 1
-                _print_source_problem(problem, as_json)
-    bar.close()
+    bar = progress_bar(min(total, limit or total), "probing", unit="source")
+    try:
+        with ImagesClient(config) as client:
+            rows = store.rows_in(State.PENDING, uploads, limit=limit)
+            for _, problem in probe_sources(rows, client, workers):
+                checked += 1
+                bar.update()
+                if problem is not None:
+                    problems += 1
+                    _print_source_problem(problem, as_json)
+    finally:
+        bar.close()
     click.echo(f"{problems:,} of {checked:,} sources would fail.", err=True)
     return problems
 
@@ -231,9 +232,9 @@ def _print_source_problem(problem: SourceProblem, as_json: bool) -> None:
             "source": problem.row.source,
             "detail": problem.detail,
         }
-        click.echo(json.dumps(record, ensure_ascii=False))
+        echo(json.dumps(record, ensure_ascii=False))
     else:
-        click.echo(f"{problem.fault.value:<16} {problem.row.source}  {problem.detail}")
+        echo(f"{problem.fault.value:<16} {problem.row.source}  {problem.detail}")
 
 
 def _duration(seconds: float) -> str:

@@ -12,7 +12,7 @@ import click
 from migrator.audit import Finding, Problem, as_json
 from migrator.audit import verify as verify_rows
 from migrator.cli import cli
-from migrator.cli.logs import progress_bar
+from migrator.cli.logs import echo, progress_bar
 from migrator.cli.options import db_option, open_store
 from migrator.cli.plan import rate_options, workers_option
 from migrator.cli.run import client_config
@@ -182,9 +182,9 @@ def _verify(
 
 def _print_finding(finding: Finding, output_format: str) -> None:
     if output_format == "jsonl":
-        click.echo(json.dumps(as_json(finding), ensure_ascii=False))
+        echo(json.dumps(as_json(finding), ensure_ascii=False))
     else:
-        click.echo(
+        echo(
             f"{finding.problem.value:<9} {finding.row.image_id or '-'}  "
             f"{finding.row.source}: {finding.detail}"
         )
