@@ -1,0 +1,161 @@
+"""The physical limit: uploads/s against Cloudflare's 200 requests/s per batch token.
+
+An emulator in a child process enforces 200 requests per second per batch token
+(a sliding one-second window, 429 above it) and answers every request 100 ms late.
+The runner drains a SQLite job table for ``--seconds`` with one token, then with
+two, and prints for each the uploads/s and the 429s the emulator sent, then the
+ratio of the two rates. Targets: one token at least 190 uploads/s with zero 429s
+over at least 30 s; two tokens at least 1.9 times that.
+
+Sources are small local PNG files by default (``--source url`` has the emulator
+fetch each from its origin, which costs the emulator twice the CPU). To show
+what the machine itself allows, the same emulator set-up without its rate limit
+is first measured with a bare httpx thread pool: the emulator's ceiling.
+
+    .venv/bin/python -m bench.runner_limit [--seconds 32] [--source file|url]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import itertools
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench.runner_common import (
+    UNLIMITED,
+    EmulatorProcess,
+    emulator_process,
+    fill_table,
+)
+from migrator.client import ImagesClient
+from migrator.emulator import Faults, RateLimit, Settings
+from migrator.emulator.origin import make_image
+from migrator.runner import Runner, RunSettings
+from migrator.store import JobStore
+
+LIMIT = 200
+WORKERS_PER_TOKEN = 48
+
+
+def sources(
+    emulator: EmulatorProcess, folder: Path, kind: str, count: int
+) -> list[str]:
+    """``count`` distinct sources: PNG files in ``folder``, or origin URLs."""
+    if kind == "url":
+        return [emulator.running.image_url(n) for n in range(count)]
+    picture = make_image(12, 10, "png")
+    folder.mkdir(exist_ok=True)
+    paths = []
+    for n in range(count):
+        path = folder / f"{n}.png"
+        if not path.exists():
+            path.write_bytes(picture)
+        paths.append(str(path))
+    return paths
+
+
+def ceiling(emulator: EmulatorProcess, paths: list[str], threads: int) -> float:
+    """Uploads/s a bare thread pool gets from an emulator without rate limit."""
+    with ImagesClient(emulator.running.client_config()) as client:
+        token = client.fetch_batch_token().secret.reveal()
+    picture = Path(paths[0]).read_bytes() if not paths[0].startswith("http") else b""
+    limits = httpx.Limits(max_connections=threads, max_keepalive_connections=threads)
+    deadline = time.monotonic() + 5.0
+    counter = itertools.count()
+    with httpx.Client(
+        base_url=emulator.running.batch_url,
+        headers={"Authorization": f"Bearer {token}"},
+        limits=limits,
+        timeout=60,
+    ) as http:
+
+        def loop(_: int) -> None:
+            while time.monotonic() < deadline:
+                source = paths[next(counter) % len(paths)]
+                files: dict[str, Any] = (
+                    {"file": ("a.png", picture, "image/png")}
+                    if picture
+                    else {"url": (None, source)}
+                )
+                http.post("/images/v1", files=files)
+
+        started = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(threads) as pool:
+            list(pool.map(loop, range(threads)))
+        elapsed = time.monotonic() - started
+    stored: int = emulator.stats()["uploads"]["stored"]
+    return stored / elapsed
+
+
+def drain(
+    emulator: EmulatorProcess, db: Path, tokens: int, seconds: float
+) -> tuple[float, int]:
+    """Run for ``seconds`` with ``tokens`` tokens; uploads/s and 429s sent."""
+    before = emulator.stats()["throttled"]
+    workers = WORKERS_PER_TOKEN * tokens
+    config = emulator.running.client_config(tokens=tokens, connections=workers + 4)
+    settings = RunSettings(workers=workers, max_duration=seconds, handle_signals=False)
+    store = JobStore.open(str(db))
+    try:
+        with ImagesClient(config) as client:
+            summary = Runner(store, client, settings).run()
+    finally:
+        store.close()
+    throttled = emulator.stats()["throttled"] - before
+    return summary.counts["done"] / summary.elapsed, throttled
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=32.0)
+    parser.add_argument("--latency", type=float, default=0.1)
+    parser.add_argument("--source", choices=("file", "url"), default="file")
+    options = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    faults = Faults(latency=options.latency)
+    rows = int(LIMIT * 2 * (options.seconds + 10))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        unlimited = Settings(batch_rate=UNLIMITED)
+        with emulator_process(unlimited, faults) as emulator:
+            paths = sources(emulator, Path(tmp) / "images", options.source, rows)
+            top = ceiling(emulator, paths, 2 * WORKERS_PER_TOKEN)
+        print(
+            f"emulator ceiling (no rate limit, {options.latency:.2f} s latency, bare "
+            f"pool of {2 * WORKERS_PER_TOKEN} threads): {top:.1f} uploads/s"
+        )
+
+        rates: dict[int, float] = {}
+        with emulator_process(
+            Settings(batch_rate=RateLimit(LIMIT, 1.0)), faults
+        ) as emulator:
+            for tokens in (1, 2):
+                db = Path(tmp) / f"tokens-{tokens}.db"
+                count = int(LIMIT * tokens * (options.seconds + 10))
+                fill_table(
+                    db, sources(emulator, Path(tmp) / "images", options.source, count)
+                )
+                emulator.reset()
+                rate, throttled = drain(emulator, db, tokens, options.seconds)
+                rates[tokens] = rate
+                print(
+                    f"{tokens} token(s), {options.seconds:.0f} s: "
+                    f"{rate:.1f} uploads/s, {throttled} x 429"
+                )
+
+    print(
+        f"one token {rates[1]:.1f} uploads/s ({rates[1] / LIMIT:.1%} of the limit; "
+        f"target >= 190 with zero 429s); two tokens {rates[2]:.1f} uploads/s, "
+        f"ratio {rates[2] / rates[1]:.2f} (target >= 1.9)"
+    )
+
+
+if __name__ == "__main__":
+    main()
