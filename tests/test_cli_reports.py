@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -192,3 +194,20 @@ def test_every_operations_command_has_help_with_examples(command: str) -> None:
 
     assert result.exit_code == 0
     assert "Examples:" in result.stdout
+
+
+def test_reports_refuse_a_job_table_that_does_not_exist(tmp_path: Path) -> None:
+    missing = tmp_path / "typo.db"
+
+    result = migrator("failures", "--db", str(missing))
+
+    assert result.exit_code == 2
+    assert "no job table at" in result.stderr
+    assert not missing.exists()
+
+
+@pytest.mark.parametrize("module", ["reports", "plan", "verify", "demo", "cron"])
+def test_each_operations_command_module_imports_on_its_own(module: str) -> None:
+    # Command modules import one another; a fresh interpreter shows any cycle
+    # that the order of imports in one test process would hide.
+    subprocess.run([sys.executable, "-c", f"import migrator.cli.{module}"], check=True)

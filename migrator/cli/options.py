@@ -7,6 +7,7 @@ from typing import Any, TypeVar
 
 import click
 
+from migrator.lock import sqlite_path
 from migrator.store import JobStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -40,3 +41,17 @@ def json_option(function: F) -> F:
 def open_store(db: str) -> JobStore:
     """Open (and upgrade) the job table named by ``--db``."""
     return JobStore.open(db)
+
+
+def open_existing_store(db: str) -> JobStore:
+    """Open the job table named by ``--db``; a SQLite file must already exist.
+
+    For commands that only read or repair a table: a mistyped --db would
+    otherwise create an empty one and report that all is well.
+    """
+    path = sqlite_path(db)
+    if path is not None and not path.exists():
+        raise click.BadParameter(
+            f"no job table at {path}; check --db or MIGRATOR_DB", param_hint="--db"
+        )
+    return open_store(db)

@@ -19,7 +19,7 @@ from migrator.audit import SourceProblem
 from migrator.audit import check_sources as probe_sources
 from migrator.cli import cli
 from migrator.cli.logs import echo, progress_bar
-from migrator.cli.options import db_option, json_option, open_store
+from migrator.cli.options import db_option, json_option, open_existing_store
 from migrator.client import ClientConfig, ImagesClient
 from migrator.errors import ExitCode
 from migrator.store import Action, JobStore, State
@@ -131,7 +131,7 @@ def plan(
       migrator plan --tokens 2                       # time at 400 requests/s
       migrator plan --check-sources --limit 1000     # probe a sample first
     """
-    store = open_store(db)
+    store = open_existing_store(db)
     try:
         counts = store.plan_counts()
         print_plan(counts, estimate(counts, tokens, rate), tokens, as_json)
@@ -193,7 +193,7 @@ def show_dry_run(db: str, manifests: tuple[str, ...], tokens: int, rate: float) 
             "run 'migrator load' on the manifests first (it sends nothing to "
             "Cloudflare), then 'migrator run --dry-run'"
         )
-    store = open_store(db)
+    store = open_existing_store(db)
     try:
         counts = store.plan_counts()
     finally:

@@ -18,7 +18,7 @@ import click
 
 from migrator.cli import cli
 from migrator.cli.logs import is_terminal
-from migrator.cli.options import db_option, open_store
+from migrator.cli.options import db_option, open_existing_store
 from migrator.cli.run import Duration
 from migrator.rules import encode_metadata
 from migrator.store import State, utcnow
@@ -151,7 +151,7 @@ def failures(
       migrator load fix.csv && migrator run
     """
     where = build_filter(codes, source_glob, older_than, newer_than)
-    store = open_store(db)
+    store = open_existing_store(db)
     try:
         rows = store.rows_in(State.FAILED, where, limit=limit)
         with click.open_file(
@@ -196,7 +196,7 @@ def retry(
       migrator retry --source 'https://cdn.example.com/*' --older-than 2h
     """
     where = build_filter(codes, source_glob, older_than, newer_than)
-    store = open_store(db)
+    store = open_existing_store(db)
     try:
         count = store.retry_failed(where)
     finally:
@@ -229,7 +229,7 @@ def export(db: str, output_format: str, output: str) -> None:
       migrator export -o mapping.csv
       migrator export --format jsonl | jq -r '.image_id'
     """
-    store = open_store(db)
+    store = open_existing_store(db)
     try:
         rows = store.rows_in(State.DONE)
         with click.open_file(

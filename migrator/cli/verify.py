@@ -13,7 +13,7 @@ from migrator.audit import Finding, Problem, as_json
 from migrator.audit import verify as verify_rows
 from migrator.cli import cli
 from migrator.cli.logs import echo, progress_bar
-from migrator.cli.options import db_option, open_store
+from migrator.cli.options import db_option, open_existing_store
 from migrator.cli.plan import rate_options, workers_option
 from migrator.cli.run import client_config
 from migrator.client import (
@@ -118,7 +118,7 @@ def verify(
         rate=rate,
         connections=workers,
     )
-    store = open_store(db)
+    store = open_existing_store(db)
     try:
         tally = _verify(store, config, workers, limit, output_format)
         moved = 0
