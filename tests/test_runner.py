@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -303,10 +304,38 @@ def test_progress_is_reported_to_the_callback(
     assert seen[-1].done == 5
 
 
+def test_no_token_reaches_the_job_table_or_the_log(
+    store: JobStore,
+    make_emulator: Any,
+    origin: LocalOrigin,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    emulator = make_emulator(Settings(batch_token_ttl=1.5))
+    add_rows(
+        store, [{"source": origin.synthetic(5, 5 + n, delay=0.3)} for n in range(40)]
+    )
+    add_rows(store, [{"source": origin.dead()}])
+    emulator.set_faults(error_rate=0.2, drop_rate=0.1, seed=5)
+
+    with client_for(emulator) as client:
+        summary = Runner(store, client, FAST).run()
+        batch_token = client.tokens.get(0).secret.reveal()
+
+    table = "\n".join(repr(tuple(row)) for row in rows(store))
+    everything = caplog.text + table + repr(summary) + summary.line()
+    assert summary.counts["done"] == 40
+    assert client.tokens.fetches > 1
+    assert batch_token not in everything
+    assert emulator.api_token not in everything
+
+
 @pytest.mark.slow
 def test_thousands_of_rows_survive_every_fault(
-    store: JobStore, emulator: Emulator, origin: LocalOrigin
+    store: JobStore, make_emulator: Any, origin: LocalOrigin
 ) -> None:
+    # Batch tokens live three seconds: several expire and are renewed mid-run.
+    emulator = make_emulator(Settings(batch_token_ttl=3))
     emulator.set_faults(
         error_rate=0.05,
         drop_rate=0.03,
@@ -314,7 +343,6 @@ def test_thousands_of_rows_survive_every_fault(
         storm_seconds=1.0,
         latency=0.002,
         latency_jitter=0.02,
-        expire_rate=0.002,
         seed=7,
     )
     add_rows(
@@ -343,3 +371,4 @@ def test_thousands_of_rows_survive_every_fault(
     assert set(per_key.values()) == {1}
     assert {row.image_id for row in done} == {i.id for i in stored_images(emulator)}
     assert summary.throttled > 0
+    assert emulator.stats()["batch_tokens_issued"] >= 3

@@ -134,3 +134,25 @@ def test_runs_killed_at_random_moments_resume_to_exactly_one_image_per_row(
     routes = emulator.stats()["requests"]
     assert "batch GET /images/v2" in routes
     assert "batch GET /images/v1/{image_id}" in routes
+
+
+def test_a_second_sigint_quits_at_once_and_the_next_run_finishes(
+    emulator: Emulator, origin: LocalOrigin, tmp_path: Path
+) -> None:
+    db = tmp_path / "jobs.db"
+    load(db, origin, 300)
+    process = start_run(emulator, db, "--lease", "1")
+    deadline = time.monotonic() + 60
+    while table_states(db).get("done", 0) < 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
+
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=30)
+
+    assert process.returncode == 130, stderr.decode()
+    resumed = start_run(emulator, db, "--lease", "1")
+    resumed.communicate(timeout=120)
+    assert resumed.returncode == 0
+    assert_exactly_one_image_per_row(db, emulator)
