@@ -214,3 +214,57 @@ def test_non_loopback_origins_are_not_fetched(batch: BatchClient) -> None:
 
     assert response.status_code == 400
     assert "only loopback" in response.json()["errors"][0]["message"]
+
+
+def test_upload_by_url_follows_redirects(
+    batch: BatchClient, origin: LocalOrigin
+) -> None:
+    image = origin.synthetic(4, 4).removeprefix(origin.base_url)
+    url = f"{origin.base_url}/redirect/redirect{image}"
+
+    response = batch.upload(url=url)
+
+    assert response.status_code == 200
+    assert response.json()["result"]["filename"] == "4x4.png"
+
+
+def test_too_many_redirects_are_refused(
+    batch: BatchClient, origin: LocalOrigin
+) -> None:
+    image = origin.synthetic(4, 4).removeprefix(origin.base_url)
+    url = origin.base_url + "/redirect" * 6 + image
+
+    response = batch.upload(url=url)
+
+    assert response.status_code == 400
+    assert "redirects" in response.json()["errors"][0]["message"]
+
+
+def test_an_origin_slower_than_the_fetch_timeout_is_refused(
+    make_emulator: Callable[..., Emulator],
+) -> None:
+    emulator = make_emulator(Settings(fetch_timeout=0.3))
+    url = f"{emulator.origin_url}/synthetic/slow/4x4.png?delay=1"
+    headers = {"Authorization": f"Bearer {emulator.batch_token()}"}
+
+    response = httpx.post(
+        f"{emulator.batch_url}/images/v1", headers=headers, files={"url": (None, url)}
+    )
+
+    assert response.status_code == 400
+    assert "timed out" in response.json()["errors"][0]["message"]
+
+
+def test_files_below_the_origin_directory_are_served(
+    batch: BatchClient, origin: LocalOrigin
+) -> None:
+    data = httpx.get(origin.synthetic(12, 12, "gif")).content
+    (origin.directory / "albums").mkdir()
+    (origin.directory / "albums" / "cat.gif").write_bytes(data)
+
+    stored = batch.upload(url=origin.file("albums/cat.gif"))
+    escaped = batch.upload(url=origin.file("../../etc/passwd"))
+
+    assert stored.status_code == 200
+    assert stored.json()["result"]["filename"] == "cat.gif"
+    assert escaped.status_code == 400

@@ -10,6 +10,7 @@ Paths it serves:
   GIF, ``delay=S`` waits S seconds before answering. The leading segments are
   free, so that each image of a library can have its own URL.
 - ``/status/<code>``: an empty answer with that HTTP status.
+- ``/redirect/<path>``: a 302 to ``/<path>``, which may redirect again.
 - anything else: 404, a dead link.
 
 A synthetic HEIC is only the container's boxes that carry its size (``ftyp``,
@@ -72,6 +73,7 @@ class Origin:
         path: str = scope["path"]
         query = parse_qs(scope.get("query_string", b"").decode())
         status, content_type, body = 404, "text/plain", b"not found"
+        extra: list[tuple[bytes, bytes]] = []
         if path.startswith("/synthetic/"):
             delay = float(query.get("delay", ["0"])[0])
             if delay:
@@ -85,11 +87,15 @@ class Origin:
                 status, content_type, body = 200, _guess_type(path), data
         elif match := re.fullmatch(r"/status/(\d{3})", path):
             status, body = int(match.group(1)), b""
+        elif path.startswith("/redirect/"):
+            location = path[len("/redirect") :]
+            status, body, extra = 302, b"", [(b"location", location.encode())]
 
         self.served[status] += 1
         headers = [
             (b"content-type", content_type.encode()),
             (b"content-length", str(len(body)).encode()),
+            *extra,
         ]
         await send(
             {"type": "http.response.start", "status": status, "headers": headers}
