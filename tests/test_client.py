@@ -192,14 +192,15 @@ def test_a_refused_batch_token_is_replaced_once_and_the_request_repeated(
 def test_a_429_is_waited_out_and_sent_again(
     emulator: Emulator, origin: LocalOrigin
 ) -> None:
-    emulator.set_faults(throttle_rate=0.5, seed=3)
     with client_for(emulator) as client:
-        for _ in range(6):
+        client.tokens.get(0)
+        emulator.set_faults(throttle_rate=0.4, seed=5)
+        for _ in range(3):
             client.upload_url(origin.synthetic(5, 5), ImageFields())
 
     assert client.throttled > 0
-    # The main API's 429s (for batch tokens) pause only the main API budget.
-    assert 0 < client.limiter.throttled <= client.throttled
+    assert client.limiter.throttled == client.throttled
+    assert emulator.stats()["uploads"]["stored"] == 3
 
 
 def test_a_bad_api_token_is_an_auth_error(emulator: Emulator) -> None:
