@@ -15,7 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, and_, func, select, true, update
+from sqlalchemy import ColumnElement, and_, func, select, true, update
 
 from migrator.store.database import Database, utcnow
 from migrator.store.schema import Action, State, images
@@ -95,13 +95,18 @@ class Reports(Database):
         Streams at any size, a page of ``PAGE_ROWS`` per query; rows that change
         state while the iterator runs may be seen or missed, never twice.
         """
-        condition = and_(images.c.state == state.value, _matching(where))
+        # The state is compared as an expression, not a column, so that no index
+        # on it applies: each page then walks the primary key from where the
+        # last one ended, one pass over the table in all. With the state index,
+        # SQLite sorts every row in that state for every page, which made an
+        # export of 270,000 rows take 34 s and grows with the square of the size.
+        condition = and_((images.c.state + "") == state.value, _matching(where))
         last_id = 0
         remaining = limit
         while remaining is None or remaining > 0:
             page_size = PAGE_ROWS if remaining is None else min(PAGE_ROWS, remaining)
             query = (
-                select(images)
+                select(*_REPORT_COLUMNS)
                 .where(condition, images.c.id > last_id)
                 .order_by(images.c.id)
                 .limit(page_size)
@@ -111,7 +116,7 @@ class Reports(Database):
             yield from (_report_row(row) for row in page)
             if len(page) < page_size:
                 return
-            last_id = page[-1].id
+            last_id = page[-1][0]
             if remaining is not None:
                 remaining -= len(page)
 
@@ -236,25 +241,72 @@ def _like_pattern(glob: str) -> str:
     return "".join(out)
 
 
-def _report_row(row: Row[Any]) -> ReportRow:
+_REPORT_COLUMNS = (
+    images.c.id,
+    images.c.source,
+    images.c.source_kind,
+    images.c.custom_id,
+    images.c.image_id,
+    images.c.metadata,
+    images.c.require_signed_urls,
+    images.c.creator,
+    images.c.state,
+    images.c.action,
+    images.c.attempts,
+    images.c.error_code,
+    images.c.error_message,
+    images.c.http_status,
+    images.c.variants,
+    images.c.uploaded_at,
+    images.c.manifest,
+    images.c.line,
+    images.c.updated_at,
+)
+"""What a report reads of a row, in ``ReportRow``'s order."""
+
+
+def _report_row(row: Sequence[Any]) -> ReportRow:
+    # Unpacked by position: named access on SQLAlchemy rows was most of the time
+    # an export of a million rows spent in Python.
+    (
+        row_id,
+        source,
+        source_kind,
+        custom_id,
+        image_id,
+        metadata,
+        require_signed_urls,
+        creator,
+        state,
+        action,
+        attempts,
+        error_code,
+        error_message,
+        http_status,
+        variants,
+        uploaded_at,
+        manifest,
+        line,
+        updated_at,
+    ) = row
     return ReportRow(
-        row_id=row.id,
-        source=row.source,
-        source_kind=row.source_kind,
-        custom_id=row.custom_id,
-        image_id=row.image_id,
-        metadata=json.loads(row.metadata) if row.metadata else None,
-        require_signed_urls=bool(row.require_signed_urls),
-        creator=row.creator,
-        state=State(row.state),
-        action=Action(row.action),
-        attempts=row.attempts,
-        error_code=row.error_code,
-        error_message=row.error_message,
-        http_status=row.http_status,
-        variants=json.loads(row.variants) if row.variants else [],
-        uploaded_at=row.uploaded_at,
-        manifest=row.manifest,
-        line=row.line,
-        updated_at=row.updated_at,
+        row_id=row_id,
+        source=source,
+        source_kind=source_kind,
+        custom_id=custom_id,
+        image_id=image_id,
+        metadata=json.loads(metadata) if metadata else None,
+        require_signed_urls=bool(require_signed_urls),
+        creator=creator,
+        state=State(state),
+        action=Action(action),
+        attempts=attempts,
+        error_code=error_code,
+        error_message=error_message,
+        http_status=http_status,
+        variants=json.loads(variants) if variants else [],
+        uploaded_at=uploaded_at,
+        manifest=manifest,
+        line=line,
+        updated_at=updated_at,
     )
