@@ -81,7 +81,7 @@ class Progress:
 class RunSettings:
     """How a run behaves; every field has the default ``migrator run`` uses."""
 
-    workers: int = 32
+    workers: int = 64
     max_attempts: int = 8
     max_duration: float | None = None
     """Seconds after which the run stops claiming and ends (exit 4 if work remains)."""
@@ -105,6 +105,8 @@ class RunSettings:
     progress_interval: float = 1.0
     handle_signals: bool = True
     """Take over SIGINT and SIGTERM while running (main thread only)."""
+    log_outcomes: bool = True
+    """Log every image done at INFO (else at DEBUG); failures and retries always."""
 
 
 @dataclasses.dataclass
@@ -491,7 +493,8 @@ class Runner:
             logger.exception("image %s: unexpected error", claim.source)
             return self._retry(claim, "internal-error", str(error), None, True, None)
 
-        logger.info("image %s: %s as %s", claim.source, kind, record.id)
+        level = logging.INFO if self.settings.log_outcomes else logging.DEBUG
+        logger.log(level, "image %s: %s as %s", claim.source, kind, record.id)
         completed = Completed(
             claim.row_id,
             claim.attempt,

@@ -31,8 +31,8 @@ from migrator.tokens import Secret
 
 logger = logging.getLogger(__name__)
 
-WORKERS_PER_TOKEN = 32
-"""Default threads per batch token: 200 requests/s at up to 150 ms each, and slack."""
+WORKERS_PER_TOKEN = 64
+"""Default threads per batch token: 200 requests/s at up to 300 ms each."""
 
 LOG_PROGRESS_EVERY_S = 30.0
 """How often a run without a terminal logs a progress line."""
@@ -147,6 +147,12 @@ class ProgressReporter:
         """Take the bar off the screen."""
         if self._bar is not None:
             self._bar.close()
+
+
+def _verbosity() -> int:
+    """How many -v the group was given (every outcome is logged from -v on)."""
+    settings = click.get_current_context().find_root().obj or {}
+    return int(settings.get("verbose", 0))
 
 
 def load_manifests(store: JobStore, manifests: tuple[str, ...]) -> int:
@@ -318,6 +324,7 @@ def run_command(
         fetch_local=fetch_local,
         lease=lease,
         progress=reporter,
+        log_outcomes=_verbosity() > 0,
     )
 
     # One run at a time per SQLite job table, taken before the table is opened.
