@@ -21,7 +21,8 @@ content hash:
 from __future__ import annotations
 
 import datetime as dt
-import json
+import functools
+import itertools
 import logging
 import queue
 import threading
@@ -29,7 +30,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, text, update
+from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql
 
 from migrator.manifest import ManifestRow, RowError
@@ -56,26 +57,11 @@ _ROW_COLUMNS = (
     "content_hash",
 )
 
-# Element i of each JSON array is the ManifestRow field i (see _ROW_COLUMNS).
-# SQLite needs the WHERE to tell an upsert's ON CONFLICT from a join's ON.
-_SQLITE_INSERT = text(
-    """
-    INSERT INTO images (
-        key, source, source_kind, custom_id, metadata, require_signed_urls,
-        creator, manifest, line, content_hash,
-        state, action, attempts, in_doubt, next_attempt_at, created_at, updated_at
-    )
-    SELECT
-        json_extract(value, '$[0]'), json_extract(value, '$[1]'),
-        json_extract(value, '$[2]'), json_extract(value, '$[3]'),
-        json_extract(value, '$[4]'), json_extract(value, '$[5]'),
-        json_extract(value, '$[6]'), json_extract(value, '$[7]'),
-        json_extract(value, '$[8]'), json_extract(value, '$[9]'),
-        :state, :action, 0, 0, :now, :now, :now
-    FROM json_each(:rows) WHERE true
-    ON CONFLICT (key) DO NOTHING
-    """
-)
+# SQLite's default limit on parameters in one statement before version 3.32, and
+# the number sqlite3 (Python 3.11 and later) names SQLITE_LIMIT_VARIABLE_NUMBER.
+_SQLITE_OLD_VARIABLE_LIMIT = 999
+_SQLITE_LIMIT_VARIABLE_NUMBER = 9
+_SQLITE_ROWS_PER_STATEMENT = 250
 
 _EXISTING_COLUMNS = (
     images.c.id,
@@ -245,13 +231,7 @@ class Loading(Database):
             "now": _processed_stamp(connection, stamp),
         }
         if self.is_sqlite:
-            # The whole batch goes in as one JSON array, unpacked by SQLite: one
-            # statement step, during which the sqlite3 module lets the thread
-            # reading the manifest run (executemany hands the lock back and forth
-            # at every row), and no per-row parameter handling in Python.
-            rows_json = json.dumps(rows, ensure_ascii=False)
-            result = connection.execute(_SQLITE_INSERT, {**fixed, "rows": rows_json})
-            return max(result.rowcount, 0)
+            return _sqlite_insert(connection, rows, fixed)
 
         # PostgreSQL: the rows go to the driver ready-made, in one executemany
         # (psycopg pipelines it); SQLAlchemy's per-row parameter handling would
@@ -279,6 +259,59 @@ class Loading(Database):
             .on_conflict_do_nothing(index_elements=["key"])
         )
         return statement.compile(dialect=self.engine.dialect).string
+
+
+def _sqlite_insert(
+    connection: Connection, rows: list[ManifestRow], fixed: dict[str, Any]
+) -> int:
+    """Insert rows into SQLite a few thousand to a statement, new keys only.
+
+    One multi-row VALUES statement costs SQLite less than as many single-row
+    executions, binds its parameters in C, and runs in one step during which the
+    sqlite3 module lets the thread reading the manifest run. The statement is
+    prepared once and reused; SQLite takes long to prepare one of thousands of
+    rows, so a few hundred go in each.
+    """
+    per_row = len(_ROW_COLUMNS)
+    limit = (_sqlite_variable_limit(connection) - 3) // per_row
+    chunk = min(_SQLITE_ROWS_PER_STATEMENT, limit)
+    head = [fixed["state"], fixed["action"], fixed["now"]]
+    inserted = 0
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        params = head + list(itertools.chain.from_iterable(part))
+        result = connection.exec_driver_sql(
+            _sqlite_values_insert(len(part)), tuple(params)
+        )
+        inserted += max(result.rowcount, 0)
+    return inserted
+
+
+@functools.lru_cache(maxsize=8)
+def _sqlite_values_insert(count: int) -> str:
+    """INSERT of ``count`` rows; ?1-?3 are state, action and the load's time."""
+    per_row = len(_ROW_COLUMNS)
+    tuples = ", ".join(
+        "("
+        + ", ".join(f"?{4 + row * per_row + column}" for column in range(per_row))
+        + ", ?1, ?2, 0, 0, ?3, ?3, ?3)"
+        for row in range(count)
+    )
+    columns = ", ".join(_ROW_COLUMNS)
+    return (
+        f"INSERT INTO images ({columns}, state, action, attempts, in_doubt, "  # noqa: S608  (no user text)
+        f"next_attempt_at, created_at, updated_at) VALUES {tuples} "
+        "ON CONFLICT (key) DO NOTHING"
+    )
+
+
+def _sqlite_variable_limit(connection: Connection) -> int:
+    """How many parameters one SQLite statement may hold on this connection."""
+    raw = connection.connection.dbapi_connection
+    getlimit = getattr(raw, "getlimit", None)  # Python 3.11 and later
+    if getlimit is None:
+        return _SQLITE_OLD_VARIABLE_LIMIT
+    return int(getlimit(_SQLITE_LIMIT_VARIABLE_NUMBER))
 
 
 _Batch = tuple[list[ManifestRow], list[RowError]]
