@@ -67,6 +67,9 @@ class RateLimiter:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next_free = [clock()] * slots
+        self._sent: list[collections.deque[float]] = [
+            collections.deque() for _ in range(slots)
+        ]
         self._paused_until = 0.0
         self._factor_at_throttle = 1.0
         self._throttled_at: float | None = None
@@ -82,7 +85,28 @@ class RateLimiter:
         delay = start - now
         if delay > 0:
             self._sleep(delay)
+        self._admit(slot)
         return slot
+
+    def _admit(self, slot: int) -> None:
+        """Hold a request while its slot already sent a full second's worth.
+
+        Pacing spaces the reservations, but a thread that wakes late sends late,
+        and several late ones leave together; counting actual sends over the last
+        second, as the server counts arrivals, keeps that burst under the limit.
+        """
+        cap = max(1, int(self.rate * HEADROOM))
+        sent = self._sent[slot]
+        while True:
+            with self._lock:
+                now = self._clock()
+                while sent and sent[0] <= now - 1.0:
+                    sent.popleft()
+                if len(sent) < cap:
+                    sent.append(now)
+                    return
+                wait = sent[0] + 1.0 - now
+            self._sleep(wait)
 
     def throttle(self, retry_after: float | None) -> None:
         """Record a 429: every slot pauses ``retry_after`` seconds, then goes slower.

@@ -110,3 +110,27 @@ def test_window_budget_honours_a_429_pause() -> None:
     budget.acquire()
 
     assert clock.now == pytest.approx(1030.0)
+
+
+def test_no_second_ever_holds_more_sends_than_the_rate() -> None:
+    limiter = RateLimiter(50)
+    stamps: list[float] = []
+    lock = threading.Lock()
+
+    def send() -> None:
+        for _ in range(10):
+            limiter.acquire()
+            with lock:
+                stamps.append(time.monotonic())
+
+    threads = [threading.Thread(target=send) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    stamps.sort()
+    busiest = max(
+        sum(1 for other in stamps if start <= other < start + 1.0) for start in stamps
+    )
+    assert busiest <= int(50 * HEADROOM)
