@@ -2,7 +2,9 @@
 
 One ``httpx.Client`` with a connection pool is shared by every worker thread. Each
 answer is turned into a result or into one exception of ``migrator.errors``, chosen
-by Cloudflare's error code first and the HTTP status second (reference §5).
+by ``migrator.envelope`` from Cloudflare's error code first and the HTTP status
+second (reference §5); a request that got no answer says whether it may still have
+reached Cloudflare.
 
 The client itself repeats only what is certainly safe to repeat: a request refused
 with 429 (Cloudflare did nothing with it) after the pause the limiter imposes, and a
@@ -19,7 +21,6 @@ import io
 import logging
 import mimetypes
 import os
-import re
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -27,15 +28,17 @@ from typing import IO, Any
 
 import httpx
 
+from migrator.envelope import (
+    AUTH_CODES,
+    ImageRecord,
+    classify,
+    error_codes,
+    parse_retry_after,
+    parse_timestamp,
+)
 from migrator.errors import (
-    AccountStoppedError,
-    AlreadyExistsError,
-    ApiError,
-    AuthError,
     ForbiddenEndpointError,
-    NotFoundError,
     PermanentApiError,
-    RateLimitedError,
     SourceError,
     TransientApiError,
     TransportError,
@@ -43,6 +46,20 @@ from migrator.errors import (
 from migrator.ratelimit import RateLimiter, WindowBudget
 from migrator.rules import MAX_FILE_BYTES, encode_metadata
 from migrator.tokens import IssuedToken, Secret, TokenLease, TokenPool
+
+__all__ = [
+    "CLOUDFLARE_API_URL",
+    "CLOUDFLARE_BATCH_URL",
+    "ClientConfig",
+    "FilePart",
+    "ImageFields",
+    "ImageRecord",
+    "ImagesClient",
+    "SourcePeek",
+    "classify",
+    "parse_timestamp",
+    "sniff_content_type",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,18 +77,6 @@ THROTTLE_RETRIES = 20
 """429s in a row one request may meet before its row is retried later instead."""
 
 LIST_PAGE_SIZE = 100
-
-# Reference §5: the kind of each documented code.
-_TRANSIENT_CODES = frozenset(
-    {"5408", "5433", "5450", "5500", "5503", "5550"}
-    | {str(code) for code in range(5540, 5545)}
-)
-_PERMANENT_CODES = frozenset({"5400", "5401", "5413", "5415", "5455", "7003"})
-_STOP_CODES = frozenset({"5403", "5453"})
-_AUTH_CODES = frozenset({"10000"})
-_FORBIDDEN_ENDPOINT_CODE = "103"
-
-_FRACTION = re.compile(r"(\.\d{1,6})\d*")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,37 +102,6 @@ class ImageFields:
     metadata: dict[str, Any] | None = None
     require_signed_urls: bool = False
     creator: str | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class ImageRecord:
-    """An image as Cloudflare describes it (upload, details, update, list)."""
-
-    id: str
-    variants: tuple[str, ...]
-    uploaded_at: dt.datetime | None
-    meta: dict[str, Any]
-    require_signed_urls: bool
-    creator: str | None
-
-    @classmethod
-    def from_result(cls, result: Any) -> ImageRecord:
-        """Read a result object; ``meta`` is also accepted as ``metadata`` (§3)."""
-        if not isinstance(result, dict) or not isinstance(result.get("id"), str):
-            raise TransientApiError(
-                "Cloudflare answered without an image object; will retry",
-                code=None,
-                http_status=200,
-            )
-        meta = result.get("meta", result.get("metadata")) or {}
-        return cls(
-            id=result["id"],
-            variants=tuple(result.get("variants") or ()),
-            uploaded_at=parse_timestamp(result.get("uploaded")),
-            meta=meta if isinstance(meta, dict) else {},
-            require_signed_urls=bool(result.get("requireSignedURLs", False)),
-            creator=result.get("creator"),
-        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -502,9 +476,9 @@ def _is_auth_failure(response: httpx.Response) -> bool:
     """A refused batch token: 10000, or 401/403 with no other code (§1, §5)."""
     if response.is_success:
         return False
-    codes = _codes(_json(response))
+    codes = error_codes(_json(response))
     if codes:
-        return codes[0] in _AUTH_CODES
+        return codes[0] in AUTH_CODES
     return response.status_code in (401, 403)
 
 
@@ -514,48 +488,6 @@ def _result(response: httpx.Response, operation: str) -> Any:
     if response.is_success and isinstance(body, dict) and body.get("success"):
         return body.get("result")
     raise classify(response.status_code, body, operation, _retry_after(response))
-
-
-def classify(
-    status: int, body: Any, operation: str, retry_after: float | None = None
-) -> ApiError:
-    """The exception for a failed answer: by Cloudflare's code, else by status."""
-    codes = _codes(body)
-    code = codes[0] if codes else None
-    message = _messages(body) or f"HTTP {status}"
-    text = f"{operation}: Cloudflare refused it: {message}" + (
-        f" (code {code}, HTTP {status})" if code else f" (HTTP {status})"
-    )
-
-    if code in _AUTH_CODES:
-        return AuthError(
-            f"{text}; check the API token and its Images permission",
-            code=code,
-            http_status=status,
-        )
-    if code in _STOP_CODES:
-        return AccountStoppedError(text, code=code, http_status=status)
-    if code == "5409":
-        return AlreadyExistsError(text, code=code, http_status=status)
-    if code == "5404":
-        return NotFoundError(text, code=code, http_status=status)
-    if code == _FORBIDDEN_ENDPOINT_CODE:
-        return ForbiddenEndpointError(text, code=code, http_status=status)
-    if code in _TRANSIENT_CODES:
-        return TransientApiError(text, code=code, http_status=status)
-    if code in _PERMANENT_CODES:
-        return PermanentApiError(text, code=code, http_status=status)
-
-    if status == 429:
-        return RateLimitedError(
-            text, code=code, http_status=status, retry_after=retry_after
-        )
-    if status in (401, 403):
-        return AuthError(text, code=code, http_status=status)
-    if status == 408 or status >= 500 or 200 <= status < 300:
-        # A 2xx without a readable envelope is a broken answer, not a verdict.
-        return TransientApiError(text, code=code, http_status=status)
-    return PermanentApiError(text, code=code, http_status=status)
 
 
 def _transport_error(error: httpx.HTTPError, operation: str) -> TransportError:
@@ -594,40 +526,8 @@ def _json(response: httpx.Response) -> Any:
         return None
 
 
-def _codes(body: Any) -> list[str]:
-    if not isinstance(body, dict) or not isinstance(body.get("errors"), list):
-        return []
-    return [
-        str(item["code"])
-        for item in body["errors"]
-        if isinstance(item, dict) and item.get("code") is not None
-    ]
-
-
-def _messages(body: Any) -> str:
-    if not isinstance(body, dict) or not isinstance(body.get("errors"), list):
-        return ""
-    return "; ".join(
-        str(item.get("message", "")).strip()
-        for item in body["errors"]
-        if isinstance(item, dict)
-    )
-
-
 def _retry_after(response: httpx.Response) -> float | None:
-    """``Retry-After`` in seconds, given as seconds or as an HTTP date."""
-    value = response.headers.get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    return parse_retry_after(response.headers.get("retry-after"))
 
 
 def _server_time(response: httpx.Response) -> dt.datetime:
@@ -639,17 +539,3 @@ def _server_time(response: httpx.Response) -> dt.datetime:
         except (TypeError, ValueError):
             pass
     return dt.datetime.now(dt.timezone.utc)
-
-
-def parse_timestamp(value: Any) -> dt.datetime | None:
-    """Read an RFC 3339 timestamp with up to nanosecond digits, as aware UTC."""
-    if not isinstance(value, str) or not value:
-        return None
-    text = _FRACTION.sub(r"\1", value.strip()).replace("Z", "+00:00")
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=dt.timezone.utc)
-    return parsed.astimezone(dt.timezone.utc)
