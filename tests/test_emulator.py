@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -268,3 +269,41 @@ def test_files_below_the_origin_directory_are_served(
     assert stored.status_code == 200
     assert stored.json()["result"]["filename"] == "cat.gif"
     assert escaped.status_code == 400
+
+
+def test_concurrent_uploads_of_one_id_store_it_once(
+    emulator: Emulator, origin: LocalOrigin
+) -> None:
+    url = f"{emulator.batch_url}/images/v1"
+    headers = {"Authorization": f"Bearer {emulator.batch_token()}"}
+    form = {"url": (None, origin.synthetic(16, 16)), "id": (None, "contested")}
+
+    async def race() -> list[int]:
+        async with httpx.AsyncClient(headers=headers, timeout=30) as client:
+            answers = await asyncio.gather(
+                *(client.post(url, files=form) for _ in range(40))
+            )
+        return [answer.status_code for answer in answers]
+
+    statuses = asyncio.run(race())
+
+    assert sorted(set(statuses)) == [200, 409]
+    assert statuses.count(200) == 1
+    stats = emulator.stats()
+    assert stats["uploads"]["stored"] == 1
+    assert stats["uploads"]["duplicates_refused"] == 39
+
+
+def test_stats_count_requests_by_route_and_status(
+    batch: BatchClient, origin: LocalOrigin
+) -> None:
+    batch.upload(url=origin.synthetic(4, 4), id="x")
+    batch.upload(url=origin.synthetic(4, 4), id="x")
+    batch.get("/images/v1/x")
+    batch.get("/images/v1/y")
+
+    requests = batch.emulator.stats()["requests"]
+
+    assert requests["batch POST /images/v1"] == {"200": 1, "409": 1}
+    assert requests["batch GET /images/v1/{image_id}"] == {"200": 1, "404": 1}
+    assert requests["main GET /images/v1/batch_token"] == {"200": 1}

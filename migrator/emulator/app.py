@@ -154,6 +154,12 @@ class EmulatorApp:
         if decision.name is not None:
             self.stats.faults[decision.name] += 1
         self.stats.count_request(route, response.status_code)
+        logger.debug(
+            "request %s answered %s (fault: %s)",
+            route,
+            response.status_code,
+            decision.name,
+        )
         await _answer(response, decision, scope, receive, send)
 
     async def _handle(

@@ -8,6 +8,7 @@ check per request.
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from datetime import datetime, timezone
@@ -58,7 +59,9 @@ class Tokens:
         Each token carries a random ``jti``, so two tokens issued in the same
         second are distinct and have their own rate limits.
         """
-        expiry = int(time.time() + max(self._settings.batch_token_ttl, 1.0))
+        # Rounded up to whole seconds, as JWT times are: a token lives at least
+        # its lifetime, and less than a second more.
+        expiry = math.ceil(time.time() + max(self._settings.batch_token_ttl, 1.0))
         claims = {
             "sub": self._settings.account_hash,
             "exp": expiry,
