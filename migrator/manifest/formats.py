@@ -383,7 +383,7 @@ def _jsonl_row(
     text: str, line: int, rows: RowBuilder, unknown: set[str]
 ) -> ManifestRow | RowError:
     """Turn one JSON Lines line into a row, checking each value's JSON type."""
-    document = parse_json(text)
+    document = parse_json(text.strip(" \t\r\n"))
     if isinstance(document, JsonProblem):
         return rows.error(line, "row", document.message)
     if not isinstance(document, dict):
