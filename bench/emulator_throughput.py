@@ -34,7 +34,6 @@ import httpx
 import uvicorn
 
 from migrator.emulator import Emulator, RateLimit, Settings
-from migrator.emulator import server as emulator_server
 from migrator.emulator.origin import Origin
 
 SETUPS = {"uvloop": ("httptools", "uvloop"), "asyncio": ("h11", "asyncio")}
@@ -53,13 +52,10 @@ def serve_origin(sock: socket.socket, http: str, loop: str) -> None:
     uvicorn.Server(config).run(sockets=[sock])
 
 
-def serve_emulator(pipe: Connection, http: str, loop: str) -> None:
+def serve_emulator(pipe: Connection, loop: str) -> None:
     """Run an emulator; answer "stats" with its stats and CPU time, stop on "stop"."""
-    emulator_server._http_protocol = lambda: http
-    if loop == "asyncio":
-        emulator_server._new_loop = asyncio.new_event_loop
     settings = Settings(batch_rate=RateLimit(1_000_000, 1.0))
-    with Emulator(settings) as emulator:
+    with Emulator(settings, speedups=loop == "uvloop") as emulator:
         pipe.send((emulator.batch_url, emulator.batch_token()))
         while pipe.recv() == "stats":
             pipe.send((emulator.stats(), time.process_time()))
@@ -184,7 +180,7 @@ def run_setup(name: str, options: argparse.Namespace) -> dict[str, Any]:
     )
     here, there = multiprocessing.Pipe()
     emulator = multiprocessing.Process(
-        target=serve_emulator, args=(there, http, loop), daemon=True
+        target=serve_emulator, args=(there, loop), daemon=True
     )
     origin.start()
     emulator.start()

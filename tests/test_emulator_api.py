@@ -204,6 +204,17 @@ def test_upload_needs_exactly_one_of_file_and_url(batch: BatchClient) -> None:
     assert response.json()["errors"][0]["code"] == 5415
 
 
+def test_a_malformed_multipart_body_is_5400(batch: BatchClient) -> None:
+    response = batch.http.post(
+        "/images/v1",
+        content=b"--x\r\nno headers here",
+        headers={"Content-Type": "multipart/form-data"},
+    )
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["code"] == 5400
+
+
 def test_direct_upload_makes_a_draft_that_its_file_completes(
     batch: BatchClient, origin: LocalOrigin
 ) -> None:

@@ -64,12 +64,10 @@ def _encode(body: dict[str, Any]) -> bytes:
     return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def success(
-    result: Any, status: int = 200, headers: dict[str, str] | None = None
-) -> Response:
-    """Wrap a result in the success envelope."""
+def success(result: Any, headers: dict[str, str] | None = None) -> Response:
+    """Wrap a result in the success envelope, with HTTP 200."""
     body = {"result": result, "success": True, "errors": [], "messages": []}
-    return Response(_encode(body), status, headers, "application/json")
+    return Response(_encode(body), 200, headers, "application/json")
 
 
 def failure(error: ApiError, headers: dict[str, str] | None = None) -> Response:

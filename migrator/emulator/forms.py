@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any
 
 from starlette.datastructures import FormData, UploadFile
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 
 from migrator import rules
@@ -62,9 +63,7 @@ async def read_form(request: Request) -> FormData:
         raise ApiError(415, 5415, "Images must be uploaded as a form, not as raw bytes")
     try:
         return await request.form(max_files=4, max_fields=64)
-    except Exception as error:
-        # Starlette raises its own HTTP exception (or python-multipart's) for a
-        # malformed body; both mean the same thing to a client.
+    except MultiPartException as error:
         raise bad_request(f"the multipart body cannot be parsed: {error}") from error
 
 

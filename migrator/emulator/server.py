@@ -30,27 +30,31 @@ logger = logging.getLogger(__name__)
 _START_TIMEOUT = 10.0
 
 
-class _DroppedAnswers(logging.Filter):
+def _quiet_dropped_answers(record: logging.LogRecord) -> bool:
     """Keep uvicorn quiet about answers the drop fault cuts short on purpose."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "without completing response" not in record.getMessage()
+    return "without completing response" not in record.getMessage()
 
 
-def _new_loop() -> asyncio.AbstractEventLoop:
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.new_event_loop()
-    return uvloop.new_event_loop()
+def _new_loop(speedups: bool) -> asyncio.AbstractEventLoop:
+    if speedups:
+        try:
+            import uvloop
+        except ImportError:
+            pass
+        else:
+            return uvloop.new_event_loop()
+    return asyncio.new_event_loop()
 
 
-def _http_protocol() -> str:
-    try:
-        import httptools  # noqa: F401
-    except ImportError:
-        return "h11"
-    return "httptools"
+def _http_protocol(speedups: bool) -> str:
+    if speedups:
+        try:
+            import httptools  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            return "httptools"
+    return "h11"
 
 
 class Emulator:
@@ -59,6 +63,8 @@ class Emulator:
     ``port=0`` and ``origin_port=0`` pick free ports. With ``batch_port`` set
     (0 for a free one) the batch API is also served on a port of its own, as
     Cloudflare serves it on its own host; both ports serve every route.
+    ``speedups=False`` serves with uvicorn's pure-Python HTTP parser and event
+    loop instead of httptools and uvloop (for comparison in benchmarks).
     """
 
     def __init__(
@@ -72,8 +78,10 @@ class Emulator:
         port: int = 0,
         batch_port: int | None = None,
         origin_port: int = 0,
+        speedups: bool = True,
     ) -> None:
         self.settings = settings or Settings()
+        self.speedups = speedups
         self.host = host
         self.app = EmulatorApp(self.settings, faults, data)
         self.origin = Origin(origin_dir)
@@ -131,7 +139,9 @@ class Emulator:
         """Bind the ports and serve until ``stop``; return once every port answers."""
         for name, port in self._ports.items():
             self._sockets[name] = socket.create_server((self.host, port), backlog=2048)
-        logging.getLogger("uvicorn.error").addFilter(_DroppedAnswers())
+        uvicorn_log = logging.getLogger("uvicorn.error")
+        if _quiet_dropped_answers not in uvicorn_log.filters:
+            uvicorn_log.addFilter(_quiet_dropped_answers)
         self._thread = threading.Thread(
             target=self._run, name="migrator-emulator", daemon=True
         )
@@ -200,7 +210,7 @@ class Emulator:
         )
 
     def _run(self) -> None:
-        loop = _new_loop()
+        loop = _new_loop(self.speedups)
         asyncio.set_event_loop(loop)
         try:
             loop.run_until_complete(self._serve())
@@ -213,7 +223,7 @@ class Emulator:
             app = self.origin if name == "origin" else self.app
             config = uvicorn.Config(
                 app,
-                http=_http_protocol(),
+                http=_http_protocol(self.speedups),
                 lifespan="off",
                 access_log=False,
                 log_level="warning",
