@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +68,52 @@ def test_every_pending_row_is_uploaded_once(
     assert len(stored_images(emulator)) == 41
     assert all(row.image_id and row.variants for row in rows(store))
     assert "a/b c.png" in {image.id for image in stored_images(emulator)}
+
+
+@pytest.mark.postgres
+def test_a_postgresql_job_table_is_drained_the_same_way(
+    postgres_url: str, emulator: Emulator, origin: LocalOrigin
+) -> None:
+    shared = JobStore.open(postgres_url)
+    try:
+        add_rows(shared, [{"source": origin.synthetic(6, 5 + n)} for n in range(20)])
+        add_rows(shared, [{"source": origin.synthetic(9, 9), "custom_id": "pg"}])
+
+        summary = run(shared, emulator)
+
+        assert summary.counts["done"] == 21
+        assert states(shared) == {"done": 21}
+    finally:
+        shared.close()
+    assert len(stored_images(emulator)) == 21
+
+
+@pytest.mark.postgres
+def test_two_runs_share_one_postgresql_table_without_overlap(
+    postgres_url: str, emulator: Emulator, origin: LocalOrigin
+) -> None:
+    first, second = JobStore.open(postgres_url), JobStore.open(postgres_url)
+    add_rows(
+        first, [{"source": origin.synthetic(5, 5 + n, delay=0.02)} for n in range(120)]
+    )
+    summaries: list[RunSummary] = []
+
+    def drain(store: JobStore) -> None:
+        summaries.append(run(store, emulator, claim_batch=10))
+
+    threads = [threading.Thread(target=drain, args=(s,)) for s in (first, second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    table = states(first)
+    first.close()
+    second.close()
+
+    assert table == {"done": 120}
+    assert all(summary.counts["done"] > 0 for summary in summaries)
+    assert sum(summary.counts["done"] for summary in summaries) == 120
+    assert set(images_per_key(emulator).values()) == {1}
 
 
 def test_images_without_custom_id_carry_their_migration_key(
