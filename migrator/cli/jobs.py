@@ -261,10 +261,14 @@ def _status_text(name: str, snapshot: StoreStatus) -> str:
             _run_text(run.started_at, run.ended_at, run.exit_reason, run.owner)
         )
     if snapshot.throughput:
-        eta = snapshot.eta_seconds or 0.0
+        left = (
+            f"{snapshot.remaining:,} rows left, about "
+            f"{_duration(snapshot.eta_seconds or 0.0)}"
+            if snapshot.remaining
+            else "nothing left to do"
+        )
         lines.append(
-            f"Speed: {snapshot.throughput:,.1f} images/s over recent runs; "
-            f"{snapshot.remaining:,} rows left, about {_duration(eta)}."
+            f"Speed: {snapshot.throughput:,.1f} images/s over recent runs; {left}."
         )
     return "\n".join(lines)
 
