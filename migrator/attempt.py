@@ -17,7 +17,13 @@ import logging
 import random
 from typing import TYPE_CHECKING
 
-from migrator.client import FilePart, ImageFields, ImageRecord, ImagesClient
+from migrator.client import (
+    FilePart,
+    ImageFields,
+    ImageRecord,
+    ImagesClient,
+    shown_source,
+)
 from migrator.errors import (
     AccountStoppedError,
     AlreadyExistsError,
@@ -85,11 +91,13 @@ class Attempts:
         except (ApiError, TransportError, SourceError) as error:
             return self._failure(claim, error)
         except Exception as error:
-            logger.exception("image %s: unexpected error", claim.source)
+            logger.exception("image %s: unexpected error", shown_source(claim.source))
             return self._retry(claim, "internal-error", str(error), None, True, None)
 
         level = logging.INFO if self.settings.log_outcomes else logging.DEBUG
-        logger.log(level, "image %s: %s as %s", claim.source, kind, record.id)
+        logger.log(
+            level, "image %s: %s as %s", shown_source(claim.source), kind, record.id
+        )
         completed = Completed(
             claim.row_id,
             claim.attempt,
@@ -134,7 +142,7 @@ class Attempts:
         if len(found) > 1:
             logger.warning(
                 "image %s: %d images carry its migration key; keeping the oldest, %s",
-                claim.source,
+                shown_source(claim.source),
                 len(found),
                 found[0].id,
             )
@@ -161,7 +169,7 @@ class Attempts:
         )
         message = str(error)
         if permanent:
-            logger.error("image %s: failed: %s", claim.source, message)
+            logger.error("image %s: failed: %s", shown_source(claim.source), message)
             failed = Failed(
                 claim.row_id, claim.attempt, claim.owner, code, message, status
             )
@@ -179,7 +187,7 @@ class Attempts:
     ) -> AttemptResult:
         if claim.attempt >= self.settings.max_attempts:
             message = f"gave up after {claim.attempt} attempts: {message}"
-            logger.error("image %s: failed: %s", claim.source, message)
+            logger.error("image %s: failed: %s", shown_source(claim.source), message)
             failed = Failed(
                 claim.row_id, claim.attempt, claim.owner, code, message, status
             )
@@ -190,7 +198,7 @@ class Attempts:
             delay = max(delay, retry_after)
         logger.warning(
             "image %s: attempt %d failed, retrying in %.1f s: %s",
-            claim.source,
+            shown_source(claim.source),
             claim.attempt,
             delay,
             message,

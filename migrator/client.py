@@ -58,6 +58,7 @@ __all__ = [
     "SourcePeek",
     "classify",
     "parse_timestamp",
+    "shown_source",
     "sniff_content_type",
 ]
 
@@ -147,6 +148,19 @@ class SourcePeek:
     """The whole source's size in bytes, when the origin says."""
     content_type: str | None
     head: bytes
+
+
+def shown_source(source: str) -> str:
+    """A source as log lines and messages show it: a URL loses its user and password.
+
+    Upload by URL accepts ``https://user:pass@host/path`` (reference §3); the
+    credentials belong to the origin and must not reach a log or the job table.
+    """
+    parts = urllib.parse.urlsplit(source)
+    if parts.username is None and parts.password is None:
+        return source
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=f"***@{host}"))
 
 
 def sniff_content_type(head: bytes, name: str = "") -> str:
@@ -320,7 +334,8 @@ class ImagesClient:
                             break
         except httpx.HTTPError as error:
             raise SourceError(
-                f"{url}: the origin could not be reached: {_describe(error)}",
+                f"{shown_source(url)}: the origin could not be reached: "
+                f"{_describe(error)}",
                 code="origin-unreachable",
                 permanent=False,
             ) from error
@@ -337,7 +352,8 @@ class ImagesClient:
             with self._http.stream("GET", url) as response:
                 if response.status_code >= 400:
                     raise SourceError(
-                        f"{url}: the origin answered HTTP {response.status_code}",
+                        f"{shown_source(url)}: the origin answered HTTP "
+                        f"{response.status_code}",
                         code=f"origin-{response.status_code}",
                         permanent=400 <= response.status_code < 500
                         and response.status_code not in (408, 429),
@@ -348,7 +364,7 @@ class ImagesClient:
                     size += len(chunk)
                     if size > MAX_FILE_BYTES:
                         raise SourceError(
-                            f"{url}: larger than {MAX_FILE_BYTES} bytes, "
+                            f"{shown_source(url)}: larger than {MAX_FILE_BYTES} bytes, "
                             "Cloudflare's limit",
                             code="5413",
                             permanent=True,
@@ -356,7 +372,8 @@ class ImagesClient:
                     chunks.append(chunk)
         except httpx.HTTPError as error:
             raise SourceError(
-                f"{url}: the origin could not be reached: {_describe(error)}",
+                f"{shown_source(url)}: the origin could not be reached: "
+                f"{_describe(error)}",
                 code="origin-unreachable",
                 permanent=False,
             ) from error

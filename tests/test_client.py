@@ -16,6 +16,7 @@ from migrator.client import (
     ImagesClient,
     classify,
     parse_timestamp,
+    shown_source,
     sniff_content_type,
 )
 from migrator.emulator import Emulator, Settings
@@ -274,3 +275,13 @@ def test_no_token_appears_in_logs_reprs_or_errors(
     everything = caplog.text + "\n".join(shown)
     assert batch_token not in everything
     assert emulator.api_token not in everything
+
+
+def test_origin_credentials_are_hidden_where_a_source_is_shown() -> None:
+    assert shown_source("https://ann:s3cret@photos.example/a.jpg?x=1") == (
+        "https://***@photos.example/a.jpg?x=1"
+    )
+    assert (
+        shown_source("https://photos.example/a.jpg") == "https://photos.example/a.jpg"
+    )
+    assert shown_source("/srv/photos/a.jpg") == "/srv/photos/a.jpg"
