@@ -273,3 +273,18 @@ def test_csv_metadata_is_stored_as_written(store: JobStore, tmp_path: Path) -> N
 
     (row,) = rows(store).values()
     assert row.metadata == {"a": 1.5, "b": [True]}
+
+
+def test_very_long_sources_and_ids_load_on_every_backend(
+    store: JobStore, tmp_path: Path
+) -> None:
+    long_url = "https://img.test/" + "p" * 6000 + ".jpg"
+    long_id = "é" * 1024  # 2048 bytes of UTF-8
+    path = manifest(tmp_path, [{"url": long_url}, {"url": B["url"], "id": long_id}])
+
+    first, errors = load(store, path)
+    second, _ = load(store, path)
+
+    assert (first, errors, second) == (counts(loaded=2), [], counts(unchanged=2))
+    assert rows(store)[long_url].custom_id is None
+    assert rows(store)[B["url"]].custom_id == long_id

@@ -17,6 +17,7 @@ from migrator.manifest import (
     RowError,
     migration_key,
     read_manifest,
+    row_key,
     upload_metadata,
 )
 from migrator.manifest.rows import _surely_fits
@@ -413,3 +414,15 @@ def test_content_hash_follows_every_field_cloudflare_stores(tmp_path: Path) -> N
 
     assert len(hashes) == len(variants)
     assert row_of(tmp_path, **base) == row_of(tmp_path, **base)
+
+
+def test_long_keys_are_hashed_and_stay_distinct() -> None:
+    short = row_key("a/b.jpg", "https://img.test/x")
+    long_one = row_key(None, "https://img.test/" + "x" * 700)
+    long_two = row_key(None, "https://img.test/" + "y" * 700)
+
+    assert short == "id:a/b.jpg"
+    assert long_one.startswith("source#")
+    assert len(long_one) == len("source#") + 64
+    assert long_one != long_two
+    assert row_key("i" * 700, "s") != row_key(None, "i" * 700)

@@ -23,6 +23,7 @@ from migrator.manifest.rows import (
     ManifestRow,
     RowError,
     migration_key,
+    row_key,
     upload_metadata,
 )
 
@@ -38,5 +39,6 @@ __all__ = [
     "manifest_rows",
     "migration_key",
     "read_manifest",
+    "row_key",
     "upload_metadata",
 ]

@@ -30,6 +30,10 @@ from migrator.rules import (
     encode_metadata,
 )
 
+MAX_PLAIN_KEY_CHARS = 600
+"""Longest ID or source kept as it is in a row's key: at 4 bytes a character at
+most, well under PostgreSQL's index limit."""
+
 MIGRATION_KEY_FIELD = "migrator_key"
 """Metadata field that lets a run find its own upload of a row without a custom ID."""
 
@@ -68,11 +72,11 @@ class IdFrom(str, enum.Enum):
 class ManifestRow(NamedTuple):
     """One valid image from a manifest, in the form the job table stores it.
 
-    ``key`` is the row's identity across reloads: ``id:<custom id>`` when it has a
-    custom ID, else ``source:<source>``. ``metadata_json`` is the user's metadata
-    object as JSON text, and ``content_hash`` changes whenever anything Cloudflare
-    stores for the image does. A tuple, in the job table's column order, because
-    a load makes millions of them.
+    ``key`` is the row's identity across reloads, made by ``row_key``.
+    ``metadata_json`` is the user's metadata object as JSON text, and
+    ``content_hash`` changes whenever anything Cloudflare stores for the image
+    does. A tuple, in the job table's column order, because a load makes
+    millions of them.
     """
 
     key: str
@@ -118,6 +122,19 @@ class _Uploadable(Protocol):
 
     @property
     def metadata(self) -> dict[str, Any] | None: ...
+
+
+def row_key(custom_id: str | None, source: str) -> str:
+    """A row's identity: ``id:<custom id>`` when it has one, else ``source:<source>``.
+
+    A key longer than ``MAX_PLAIN_KEY_CHARS`` becomes ``id#<sha256>`` or
+    ``source#<sha256>`` of the same text: PostgreSQL cannot index a value of
+    more than about 2700 bytes, and a URL or a non-ASCII ID can be longer.
+    """
+    kind, value = ("id", custom_id) if custom_id else ("source", source)
+    if len(value) <= MAX_PLAIN_KEY_CHARS:
+        return f"{kind}:{value}"
+    return f"{kind}#{hashlib.sha256(value.encode()).hexdigest()}"
 
 
 def migration_key(key: str) -> str:
@@ -202,7 +219,7 @@ class RowBuilder:
                 return self.error(line, "creator", problem)
 
         return ManifestRow(
-            f"id:{custom_id}" if custom_id else f"source:{source}",
+            row_key(custom_id, source),
             source,
             kind,
             custom_id,
