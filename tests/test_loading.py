@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from migrator.errors import StoreError
 from migrator.manifest import RowError, read_manifest
 from migrator.store import Completed, Failed, JobStore, LoadCounts, State
 from migrator.store.reports import ReportRow
@@ -288,3 +289,13 @@ def test_very_long_sources_and_ids_load_on_every_backend(
     assert (first, errors, second) == (counts(loaded=2), [], counts(unchanged=2))
     assert rows(store)[long_url].custom_id is None
     assert rows(store)[B["url"]].custom_id == long_id
+
+
+def test_a_database_failure_is_a_store_error(sqlite_url: str, tmp_path: Path) -> None:
+    store = JobStore.open(sqlite_url)
+    with store.transaction() as connection:
+        connection.exec_driver_sql("DROP TABLE images")
+
+    with pytest.raises(StoreError, match="job table write failed after 0 new rows"):
+        load(store, manifest(tmp_path, [A]))
+    store.close()

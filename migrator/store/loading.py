@@ -33,9 +33,11 @@ from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql
+from sqlalchemy.exc import SQLAlchemyError
 
+from migrator.errors import StoreError
 from migrator.manifest import ManifestRow, RowError
-from migrator.store.database import Database, utcnow
+from migrator.store.database import Database, _reason, utcnow
 from migrator.store.schema import Action, State, images
 
 logger = logging.getLogger(__name__)
@@ -163,12 +165,18 @@ class Loading(Database):
         report = on_reject or _ignore
         # Reading and checking the manifest (Python) overlaps writing the previous
         # batch (mostly inside SQLite or the server): a load keeps two cores busy.
-        for batch, errors in _in_background(_batches(rows, batch_rows)):
-            for error in errors:
-                counts.rejected += 1
-                report(error)
-            if batch:
-                self._load_batch(batch, stamp, counts, report)
+        try:
+            for batch, errors in _in_background(_batches(rows, batch_rows)):
+                for error in errors:
+                    counts.rejected += 1
+                    report(error)
+                if batch:
+                    self._load_batch(batch, stamp, counts, report)
+        except SQLAlchemyError as error:
+            raise StoreError(
+                f"job table write failed after {counts.loaded:,} new rows: "
+                f"{_reason(error)}; loading again resumes where it stopped"
+            ) from error
         logger.debug(
             "job table loaded %s new, %s unchanged, %s changed, %s rejected",
             counts.loaded,

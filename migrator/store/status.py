@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, desc, func, select
+from sqlalchemy.exc import SQLAlchemyError
 
-from migrator.store.database import Database, utcnow
+from migrator.errors import StoreError
+from migrator.store.database import Database, _reason, utcnow
 from migrator.store.schema import State, images, runs
 
 TOP_ERROR_CODES = 5
@@ -114,13 +116,16 @@ class Status(Database):
 
     def status(self) -> StoreStatus:
         """Count rows by state and error, and estimate the time left."""
-        with self.reading() as connection:
-            states = {state: _count_in(connection, state) for state in State}
-            errors = [
-                *_top_errors(connection, State.FAILED),
-                *_top_errors(connection, State.PENDING),
-            ]
-            throughput, last_run = _recent_runs(connection)
+        try:
+            with self.reading() as connection:
+                states = {state: _count_in(connection, state) for state in State}
+                errors = [
+                    *_top_errors(connection, State.FAILED),
+                    *_top_errors(connection, State.PENDING),
+                ]
+                throughput, last_run = _recent_runs(connection)
+        except SQLAlchemyError as error:
+            raise StoreError(f"job table cannot be read: {_reason(error)}") from error
         return StoreStatus(
             states=states, errors=errors, throughput=throughput, last_run=last_run
         )
