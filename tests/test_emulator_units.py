@@ -9,7 +9,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from migrator.emulator import fetcher, imaging
+from migrator.emulator import fetcher, forms, imaging
+from migrator.emulator.envelope import ApiError
 from migrator.emulator.origin import make_image
 
 
@@ -84,3 +85,52 @@ def test_chunked_bodies_are_joined() -> None:
         return await fetcher._read_chunked(reader)
 
     assert asyncio.run(read()) == b"abcdefg"
+
+
+def test_jpeg_size_is_read_past_other_segments() -> None:
+    exif = b"\xff\xe1" + struct.pack(">H", 6) + b"Exif"
+    frame = b"\xff\xc2" + struct.pack(">HBHHB", 11, 8, 3024, 4032, 3) + b"\x00" * 6
+    data = b"\xff\xd8" + exif + b"\xff" + frame + b"\xff\xd9"
+
+    assert imaging.identify(data) == imaging.Picture("jpeg", 4032, 3024)
+
+
+def test_jpeg_without_a_frame_is_refused() -> None:
+    with pytest.raises(imaging.ImageRejected):
+        imaging.identify(b"\xff\xd8\xff\xe0\x00\x04ab\xff\xd9")
+
+
+def test_multipart_fields_are_split_at_their_boundaries() -> None:
+    body = (
+        b"preamble\r\n--b0\r\n"
+        b'Content-Disposition: form-data; name="id"\r\n\r\n'
+        b"a/b\r\n--b0\r\n"
+        b'Content-Disposition: form-data; name="file"; filename="x;\\"y\\".png"\r\n'
+        b"Content-Type: image/png\r\n\r\n"
+        b"x--b0 inside\r\n\r\nbytes\r\n--b0\r\n"
+        b'Content-Disposition: form-data; name="id"\r\n\r\n'
+        b"second\r\n--b0--\r\n"
+    )
+
+    form = forms.parse_form(body, b"b0")
+
+    assert form["id"] == "a/b"
+    assert form["file"] == forms.FilePart(
+        'x;"y".png', "image/png", b"x--b0 inside\r\n\r\nbytes"
+    )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b'--b0\r\nContent-Disposition: form-data; name="id"\r\n\r\nx',
+        b"--b0\r\nContent-Disposition: form-data\r\n\r\nx\r\n--b0--",
+        b"--b0\r\nno blank line\r\n--b0--",
+    ],
+    ids=["unclosed", "no-name", "no-headers"],
+)
+def test_malformed_multipart_bodies_are_5400(body: bytes) -> None:
+    with pytest.raises(ApiError) as refused:
+        forms.parse_form(body, b"b0")
+
+    assert refused.value.code == 5400

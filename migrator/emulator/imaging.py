@@ -1,7 +1,8 @@
 """What an uploaded file is: its format and size in pixels, read from its bytes.
 
-Raster formats Pillow reads (PNG, JPEG, GIF, WebP) are opened lazily, so only their
-headers are parsed. SVG and HEIC, which Pillow does not read, have small parsers
+PNG and JPEG, most of any library, have their size read from their headers here;
+GIF and WebP, which may be animated, are opened lazily by Pillow, which counts
+their frames. SVG and HEIC, which Pillow does not read, have small parsers
 here: the root element's ``width``/``height`` (or ``viewBox``) for SVG, and the
 largest ``ispe`` property box of the ISO media file for HEIC.
 """
@@ -90,11 +91,38 @@ def identify(data: bytes) -> Picture:
     head = data[:64]
     if head[4:8] == b"ftyp" and _is_heic(data):
         return _heic(data)
-    if head.startswith((b"\x89PNG", b"\xff\xd8\xff", b"GIF8", b"RIFF")):
+    if head.startswith(b"\x89PNG\r\n\x1a\n") and head[12:16] == b"IHDR":
+        width, height = struct.unpack_from(">II", data, 16)
+        return Picture("png", width, height)
+    if head.startswith(b"\xff\xd8\xff"):
+        return _jpeg(data)
+    if head.startswith((b"GIF8", b"RIFF")):
         return _pillow(data)
     if _SVG_ROOT.search(data[:4096]):
         return _svg(data)
     raise ImageRejected(5455, "Unsupported image format")
+
+
+_JPEG_FRAMES = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+"""Start-of-frame markers, which carry the size; C4, C8 and CC are not frames."""
+
+
+def _jpeg(data: bytes) -> Picture:
+    """Walk a JPEG's marker segments to its start-of-frame (ITU T.81, B.2)."""
+    position = 2
+    while position + 4 <= len(data):
+        if data[position] != 0xFF:
+            break
+        marker = data[position + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            position += 1
+            continue
+        (length,) = struct.unpack_from(">H", data, position + 2)
+        if marker in _JPEG_FRAMES and position + 9 <= len(data):
+            height, width = struct.unpack_from(">HH", data, position + 5)
+            return Picture("jpeg", width, height)
+        position += 2 + length
+    raise ImageRejected(5455, "Unsupported image format: JPEG without a frame")
 
 
 def _pillow(data: bytes) -> Picture:

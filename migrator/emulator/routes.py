@@ -13,7 +13,6 @@ import uuid
 from typing import Any
 from urllib.parse import quote
 
-from starlette.datastructures import UploadFile
 from starlette.requests import Request
 
 from migrator.emulator import forms, imaging
@@ -76,7 +75,7 @@ class ImagesApi:
         self._check_room(options.custom_id)
 
         if part is not None:
-            data, filename = await _read_part(part)
+            data, filename = _read_part(part)
         else:
             assert url is not None
             data, filename = await self.fetcher.fetch(url)
@@ -175,7 +174,7 @@ class ImagesApi:
         part = forms.file_field(await forms.read_form(request))
         if part is None:
             raise bad_request("a direct upload needs a file part")
-        data, filename = await _read_part(part)
+        data, filename = _read_part(part)
         picture = _inspect(data)
 
         image = self.images.complete(draft, filename, picture.format, len(data))
@@ -216,8 +215,8 @@ def _is_assigned(image_id: str) -> bool:
     return True
 
 
-async def _read_part(part: UploadFile) -> tuple[bytes, str]:
-    content_type = (part.content_type or "").split(";")[0].strip().lower()
+def _read_part(part: forms.FilePart) -> tuple[bytes, str]:
+    content_type = part.content_type.split(";")[0].strip().lower()
     if content_type not in imaging.CONTENT_TYPES:
         raise ApiError(
             415,
@@ -225,8 +224,7 @@ async def _read_part(part: UploadFile) -> tuple[bytes, str]:
             f"Unsupported image format: the file part's content type is "
             f"{content_type or 'missing'}, not an image type Images accepts",
         )
-    data = await part.read()
-    return data, (part.filename or "image")[-255:]
+    return part.data, (part.filename or "image")[-255:]
 
 
 def _inspect(data: bytes) -> imaging.Picture:
