@@ -139,6 +139,7 @@ class EmulatorApp:
         request = Request(scope, receive)
         family, route, handler, params = self._route(scope["method"], scope["path"])
         decision = self.plan.decide(time.monotonic())
+        met = NO_FAULT
         headers: dict[str, str] = {}
         try:
             if handler is None:
@@ -147,20 +148,20 @@ class EmulatorApp:
                 headers = self._admit_main(request, params.pop("account"))
             elif family == "batch":
                 self._admit_batch(request, route, decision)
-            response = await self._handle(handler, request, params, decision, headers)
+            # Only admitted requests meet the other faults, as only they reach
+            # the servers behind Cloudflare's authentication and rate limits.
+            met = decision
+            response = await self._handle(handler, request, params, met, headers)
         except ApiError as error:
             response = failure(error, headers)
 
-        if decision.name is not None:
-            self.stats.faults[decision.name] += 1
+        if met.name is not None:
+            self.stats.faults[met.name] += 1
         self.stats.count_request(route, response.status_code)
         logger.debug(
-            "request %s answered %s (fault: %s)",
-            route,
-            response.status_code,
-            decision.name,
+            "request %s answered %s (fault: %s)", route, response.status_code, met.name
         )
-        await _answer(response, decision, scope, receive, send)
+        await _answer(response, met, scope, receive, send)
 
     async def _handle(
         self,
@@ -231,6 +232,7 @@ class EmulatorApp:
         )
         if decision.expire:
             self.tokens.expire(token)
+            self.stats.faults["expire"] += 1
             raise unauthenticated()
         if self.settings.batch_list_forbidden and route == "batch GET /images/v2":
             # A 2024 report saw listing refused on the batch host, with a string

@@ -3,7 +3,9 @@
 Each fault is a rate (the chance that one API request meets it) or a duration,
 drawn from one random generator seeded by ``seed``, so a run with the same seed
 and the same sequence of requests meets the same faults. Faults touch the API
-routes of both hosts and the direct-upload target, never ``/_emulator``.
+routes of both hosts and the direct-upload target, never ``/_emulator``; only
+requests that pass authentication and rate limits meet them (early expiry is
+itself a refusal of the token).
 """
 
 from __future__ import annotations
