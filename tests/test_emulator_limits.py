@@ -105,6 +105,22 @@ def test_an_api_token_over_its_limit_is_blocked_for_the_whole_block(
     assert after_block.status_code == 200
 
 
+def test_one_address_may_make_only_so_many_main_api_calls_a_second(
+    make_emulator: Callable[..., Emulator],
+) -> None:
+    emulator = make_emulator(
+        Settings(api_tokens=("a", "b"), address_rate=RateLimit(3, 1.0))
+    )
+    url = f"{emulator.main_url}/accounts/{emulator.account_id}/images/v1/stats"
+
+    statuses = [
+        httpx.get(url, headers={"Authorization": f"Bearer {token}"}).status_code
+        for token in ("a", "b", "a", "b")
+    ]
+
+    assert statuses == [200, 200, 200, 429]
+
+
 def test_batch_host_requests_do_not_count_against_the_api_token(
     make_emulator: Callable[..., Emulator],
 ) -> None:

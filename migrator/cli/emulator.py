@@ -181,6 +181,15 @@ Examples:
     "--api-rate; 0 refuses only the calls over.  [env: MIGRATOR_EMULATOR_API_BLOCK]",
 )
 @click.option(
+    "--address-rate",
+    type=click.IntRange(min=1),
+    default=200,
+    show_default=True,
+    envvar="MIGRATOR_EMULATOR_ADDRESS_RATE",
+    help="Main-API requests per second one client address may make.  "
+    "[env: MIGRATOR_EMULATOR_ADDRESS_RATE]",
+)
+@click.option(
     "--allow-host",
     "allowed_hosts",
     multiple=True,
@@ -251,6 +260,7 @@ def emulator(
     api_rate: int,
     api_window: float,
     api_block: float,
+    address_rate: int,
     allowed_hosts: tuple[str, ...],
     allow_any_host: bool,
     fetch_timeout: float,
@@ -272,6 +282,7 @@ def emulator(
         batch_token_ttl=batch_token_ttl,
         batch_rate=RateLimit(batch_rate, 1.0),
         api_rate=RateLimit(api_rate, api_window, block=api_block),
+        address_rate=RateLimit(address_rate, 1.0),
         allowed_hosts=allowed_hosts,
         allow_any_host=allow_any_host,
         fetch_timeout=fetch_timeout,

@@ -110,6 +110,7 @@ class EmulatorApp:
         self.plan = FaultPlan(self.initial_faults)
         self.batch_limiter = Limiter(settings.batch_rate)
         self.api_limiter = Limiter(settings.api_rate)
+        self.address_limiter = Limiter(settings.address_rate)
 
     async def aclose(self) -> None:
         """Close the origin client and the data file."""
@@ -123,6 +124,7 @@ class EmulatorApp:
         self.stats = self.api.stats = Stats()
         self.batch_limiter.clear()
         self.api_limiter.clear()
+        self.address_limiter.clear()
         self.tokens.forget_expired()
         self.plan = FaultPlan(self.initial_faults)
 
@@ -213,12 +215,18 @@ class EmulatorApp:
         return family, f"{family} {method} (no route)", None, params
 
     def _admit_main(self, request: Request, account: str) -> dict[str, str]:
-        """Check the API token, the account and the token's rate limit; return the
-        rate-limit headers every main-API answer carries."""
+        """Check the client address's rate, the API token, the account and the
+        token's rate limit; return the rate-limit headers every main-API answer
+        carries."""
+        now = time.monotonic()
+        address = request.client.host if request.client else ""
+        by_address = self.address_limiter.admit(address, now)
+        if not by_address.allowed:
+            raise throttled(by_address.reset)
         token = bearer(request.headers.get("authorization"))
         self.tokens.check_api_token(token)
         assert token is not None
-        verdict = self.api_limiter.admit(token, time.monotonic())
+        verdict = self.api_limiter.admit(token, now)
         headers = self.api_limiter.headers(verdict)
         if not verdict.allowed:
             raise throttled(verdict.reset)

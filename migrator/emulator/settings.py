@@ -31,9 +31,10 @@ class RateLimit:
 class Settings:
     """Everything an emulator is started with, with Cloudflare's values as defaults.
 
-    Rate limits follow the reference: 200 requests a second per batch token, and
-    1200 requests in five minutes per API token, going over blocking every call of
-    that token for five minutes.
+    Rate limits follow the reference: 200 requests a second per batch token; on
+    the main API 200 requests a second per client address, and 1200 requests in
+    five minutes per API token, going over blocking every call of that token for
+    five minutes.
     """
 
     account_id: str = DEFAULT_ACCOUNT_ID
@@ -42,6 +43,7 @@ class Settings:
     batch_token_ttl: float = 3600.0
     batch_rate: RateLimit = RateLimit(200, 1.0)
     api_rate: RateLimit = RateLimit(1200, 300.0, block=300.0)
+    address_rate: RateLimit = RateLimit(200, 1.0)
     allowed_hosts: tuple[str, ...] = ()
     allow_any_host: bool = False
     fetch_timeout: float = 30.0
