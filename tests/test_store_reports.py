@@ -179,3 +179,26 @@ def test_plan_counts_rows_by_what_a_run_would_do(reports: Reports) -> None:
     assert (plan.upload, plan.update, plan.in_doubt) == (2, 1, 1)
     assert (plan.done, plan.failed, plan.claimed) == (1, 1, 1)
     assert [row.source for row in updates] == ["https://a.test/3.png"]
+
+
+def test_the_mapping_reads_done_rows_only_in_id_order(
+    reports: Reports, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("migrator.store.reports.PAGE_ROWS", 2)
+    uploaded = utcnow()
+    for n in range(5):
+        add_row(
+            reports,
+            f"https://a.test/{n}.png",
+            State.DONE,
+            image_id=f"cf-{n}",
+            variants=json.dumps([f"https://imagedelivery.net/h/cf-{n}/public"]),
+            uploaded_at=uploaded,
+        )
+    add_row(reports, "https://a.test/failed.png", State.FAILED)
+
+    mapping = list(reports.mapping())
+
+    assert [row.image_id for row in mapping] == [f"cf-{n}" for n in range(5)]
+    assert mapping[0].variants == ["https://imagedelivery.net/h/cf-0/public"]
+    assert mapping[0].uploaded_at is not None

@@ -22,7 +22,7 @@ from migrator.cli.options import db_option, open_existing_store
 from migrator.cli.run import Duration
 from migrator.rules import encode_metadata
 from migrator.store import State, utcnow
-from migrator.store.reports import ReportRow, RowFilter
+from migrator.store.reports import MappingRow, ReportRow, RowFilter
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -229,16 +229,13 @@ def export(db: str, output_format: str, output: str) -> None:
       migrator export -o mapping.csv
       migrator export --format jsonl | jq -r '.image_id'
     """
+    write = write_mapping_csv if output_format == "csv" else write_mapping_jsonl
     store = open_existing_store(db)
     try:
-        rows = store.rows_in(State.DONE)
         with click.open_file(
             output, "w", encoding="utf-8", atomic=output != "-"
         ) as out:
-            if output_format == "csv":
-                written = write_csv(out, EXPORT_COLUMNS, rows, export_record)
-            else:
-                written = write_jsonl(out, rows, export_json)
+            written = write(out, store.mapping())
     finally:
         store.close()
     if output != "-":
@@ -280,21 +277,6 @@ def failure_json(row: ReportRow) -> dict[str, Any]:
     }
 
 
-def export_record(row: ReportRow) -> dict[str, Any]:
-    """A done row as a CSV line of the mapping."""
-    return {
-        "source": row.source,
-        "image_id": row.image_id or "",
-        "variants": " ".join(row.variants),
-        "uploaded_at": _timestamp(row.uploaded_at),
-    }
-
-
-def export_json(row: ReportRow) -> dict[str, Any]:
-    """A done row as a JSON object of the mapping: variants stay a list."""
-    return {**export_record(row), "variants": row.variants}
-
-
 def write_csv(
     out: IO[str],
     columns: tuple[str, ...],
@@ -321,6 +303,33 @@ def write_jsonl(
     for row in rows:
         values = {k: (None if v == "" else v) for k, v in record(row).items()}
         out.write(json.dumps(values, ensure_ascii=False, separators=(",", ":")))
+        out.write("\n")
+        count += 1
+    return count
+
+
+def write_mapping_csv(out: IO[str], rows: Iterable[MappingRow]) -> int:
+    """Write the mapping as CSV, variants separated by spaces; return how many."""
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(EXPORT_COLUMNS)
+    count = 0
+    for source, image_id, variants, uploaded_at in rows:
+        writer.writerow((source, image_id, " ".join(variants), _timestamp(uploaded_at)))
+        count += 1
+    return count
+
+
+def write_mapping_jsonl(out: IO[str], rows: Iterable[MappingRow]) -> int:
+    """Write the mapping as JSON Lines, variants a list; return how many."""
+    count = 0
+    for source, image_id, variants, uploaded_at in rows:
+        record = {
+            "source": source,
+            "image_id": image_id,
+            "variants": variants,
+            "uploaded_at": _timestamp(uploaded_at) or None,
+        }
+        out.write(json.dumps(record, ensure_ascii=False, separators=(",", ":")))
         out.write("\n")
         count += 1
     return count

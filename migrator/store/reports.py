@@ -13,7 +13,7 @@ import datetime as dt
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import ColumnElement, and_, func, select, true, update
 
@@ -68,6 +68,15 @@ class ReportRow:
     updated_at: dt.datetime
 
 
+class MappingRow(NamedTuple):
+    """Where a done row's image is in Cloudflare."""
+
+    source: str
+    image_id: str
+    variants: list[str]
+    uploaded_at: dt.datetime | None
+
+
 @dataclass(frozen=True)
 class PlanCounts:
     """What the job table holds for a run, by what the run would do with it."""
@@ -95,25 +104,40 @@ class Reports(Database):
         Streams at any size, a page of ``PAGE_ROWS`` per query; rows that change
         state while the iterator runs may be seen or missed, never twice.
         """
-        # The state is compared as an expression, not a column, so that no index
-        # on it applies: each page then walks the primary key from where the
-        # last one ended, one pass over the table in all. With the state index,
-        # SQLite sorts every row in that state for every page, which made an
-        # export of 270,000 rows take 34 s and grows with the square of the size.
-        condition = and_((images.c.state + "") == state.value, _matching(where))
+        condition = and_(_in_state(state), _matching(where))
+        for row in self._stream(_REPORT_COLUMNS, condition, limit):
+            yield _report_row(row)
+
+    def mapping(self) -> Iterator[MappingRow]:
+        """Yield where each done row's image is, in id order, streamed like ``rows_in``.
+
+        Reads only the four columns of the mapping: an export of millions of
+        rows spends its time here.
+        """
+        for _, source, image_id, variants, uploaded_at in self._stream(
+            _MAPPING_COLUMNS, _in_state(State.DONE), None
+        ):
+            yield MappingRow(
+                source, image_id, json.loads(variants) if variants else [], uploaded_at
+            )
+
+    def _stream(
+        self, columns: Sequence[Any], condition: ColumnElement[bool], limit: int | None
+    ) -> Iterator[Sequence[Any]]:
+        """Yield the ``columns`` (the id first) of matching rows, a page per read."""
         last_id = 0
         remaining = limit
         while remaining is None or remaining > 0:
             page_size = PAGE_ROWS if remaining is None else min(PAGE_ROWS, remaining)
             query = (
-                select(*_REPORT_COLUMNS)
+                select(*columns)
                 .where(condition, images.c.id > last_id)
                 .order_by(images.c.id)
                 .limit(page_size)
             )
             with self.reading() as connection:
                 page = connection.execute(query).all()
-            yield from (_report_row(row) for row in page)
+            yield from page
             if len(page) < page_size:
                 return
             last_id = page[-1][0]
@@ -209,6 +233,15 @@ class Reports(Database):
         return PlanCounts(**tally)
 
 
+def _in_state(state: State) -> ColumnElement[bool]:
+    # The state is compared as an expression, not a column, so that no index on
+    # it applies: each page then walks the primary key from where the last one
+    # ended, one pass over the table in all. With the state index, SQLite sorts
+    # every row in that state for every page, which made an export of 270,000
+    # rows take 34 s and grows with the square of the size.
+    return (images.c.state + "") == state.value
+
+
 def _matching(where: RowFilter) -> ColumnElement[bool]:
     conditions: list[ColumnElement[bool]] = []
     if where.error_codes:
@@ -240,6 +273,14 @@ def _like_pattern(glob: str) -> str:
             out.append(char)
     return "".join(out)
 
+
+_MAPPING_COLUMNS = (
+    images.c.id,
+    images.c.source,
+    images.c.image_id,
+    images.c.variants,
+    images.c.uploaded_at,
+)
 
 _REPORT_COLUMNS = (
     images.c.id,
