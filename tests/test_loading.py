@@ -299,3 +299,21 @@ def test_a_database_failure_is_a_store_error(sqlite_url: str, tmp_path: Path) ->
     with pytest.raises(StoreError, match="job table write failed after 0 new rows"):
         load(store, manifest(tmp_path, [A]))
     store.close()
+
+
+def test_metadata_written_differently_is_unchanged(
+    store: JobStore, tmp_path: Path
+) -> None:
+    spaced = tmp_path / "spaced.csv"
+    spaced.write_text('url,metadata\nhttps://img.test/a,"{""a"": 1, ""b"": ""x y""}"\n')
+    compact = tmp_path / "compact.jsonl"
+    compact.write_text(
+        '{"url": "https://img.test/a", "metadata": {"b": "x y", "a": 1}}\n'
+    )
+    load(store, str(spaced))
+    finish(store, "done")
+
+    result, errors = load(store, str(compact))
+
+    assert (result, errors) == (counts(unchanged=1), [])
+    assert rows(store)["https://img.test/a"].state is State.DONE

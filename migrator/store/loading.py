@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import itertools
+import json
 import logging
 import queue
 import threading
@@ -72,6 +73,10 @@ _EXISTING_COLUMNS = (
     images.c.id,
     images.c.key,
     images.c.source,
+    images.c.custom_id,
+    images.c.metadata,
+    images.c.require_signed_urls,
+    images.c.creator,
     images.c.state,
     images.c.action,
     images.c.in_doubt,
@@ -395,7 +400,14 @@ def _first_of_each_key(
         first = unique.setdefault(row.key, row)
         if first is row:
             continue
-        if first.content_hash == row.content_hash:
+        content = (
+            first.source,
+            first.custom_id,
+            first.metadata_json,
+            first.require_signed_urls,
+            first.creator,
+        )
+        if first.content_hash == row.content_hash or _same_content(row, content):
             counts.unchanged += 1
         else:
             counts.rejected += 1
@@ -409,7 +421,7 @@ def _compare(row: ManifestRow, old: Any, stamp: dt.datetime) -> State | RowError
     Returns ``None`` when nothing changed, the state whose change statement
     applies, or the reason the row is rejected.
     """
-    if row.content_hash == old.content_hash:
+    if row.content_hash == old.content_hash or _same_content(row, _content_of(old)):
         return None
     if old.updated_at == stamp:
         # Inserted or changed earlier in this same load.
@@ -435,6 +447,37 @@ def _compare(row: ManifestRow, old: Any, stamp: dt.datetime) -> State | RowError
             "so give this source another id",
         )
     return state
+
+
+def _same_content(row: ManifestRow, other: tuple[Any, ...]) -> bool:
+    """Whether two rows differ only in how their metadata JSON is written.
+
+    ``other`` holds source, custom ID, metadata JSON, requireSignedURLs and
+    creator. Metadata from CSV is kept as written, so ``{"a": 1}`` and
+    ``{"a":1}`` hash differently; the objects they write are what Cloudflare
+    stores.
+    """
+    source, custom_id, metadata_json, require_signed_urls, creator = other
+    if (
+        row.source != source
+        or row.custom_id != custom_id
+        or bool(row.require_signed_urls) != bool(require_signed_urls)
+        or row.creator != creator
+        or (row.metadata_json is None) != (metadata_json is None)
+    ):
+        return False
+    return metadata_json is None or row.metadata == json.loads(metadata_json)
+
+
+def _content_of(row: Any) -> tuple[Any, ...]:
+    """A job table row's content, in the order ``_same_content`` takes it."""
+    return (
+        row.source,
+        row.custom_id,
+        row.metadata,
+        row.require_signed_urls,
+        row.creator,
+    )
 
 
 def _conflict(
