@@ -1,8 +1,8 @@
 """Loading manifest rows into the job table, idempotently, in large batches.
 
 A row is identified by its key (its custom ID, else its source). Loading inserts
-rows whose key is new and compares the others with what the table holds, by
-content hash:
+rows whose key is new and compares the others with what the table holds (by
+content hash, then by metadata object when only its JSON spelling differs):
 
 - the same content: nothing changes (``unchanged``);
 - a ``done`` row with new metadata, requireSignedURLs or creator: pending again,
