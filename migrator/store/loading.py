@@ -210,10 +210,19 @@ class Loading(Database):
             # this batch, with the manifest's. NOTE: on PostgreSQL, rows another
             # load is inserting at the same moment may be counted in neither
             # column; the rows themselves are right.
-            existing = connection.execute(
-                select(*_EXISTING_COLUMNS).where(
+            known = connection.execute(
+                select(images.c.key, images.c.content_hash).where(
                     images.c.key.in_(list(unique)), images.c.id <= before
                 )
+            ).all()
+            differing = [
+                key for key, hash_ in known if unique[key].content_hash != hash_
+            ]
+            counts.unchanged += len(known) - len(differing)
+            if not differing:
+                return
+            existing = connection.execute(
+                select(*_EXISTING_COLUMNS).where(images.c.key.in_(differing))
             ).all()
             changes: dict[State, list[dict[str, Any]]] = {}
             for old in existing:
@@ -421,7 +430,7 @@ def _compare(row: ManifestRow, old: Any, stamp: dt.datetime) -> State | RowError
     Returns ``None`` when nothing changed, the state whose change statement
     applies, or the reason the row is rejected.
     """
-    if row.content_hash == old.content_hash or _same_content(row, _content_of(old)):
+    if _same_content(row, _content_of(old)):
         return None
     if old.updated_at == stamp:
         # Inserted or changed earlier in this same load.
