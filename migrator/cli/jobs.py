@@ -41,15 +41,17 @@ _PROGRESS_EVERY = 10_000
     "--format",
     "format_",
     type=click.Choice([choice.value for choice in Format]),
-    help="Read every MANIFEST in this format.  "
-    "[default: from the extension: .txt, .csv, .jsonl (each also .gz); text for -]",
+    envvar="MIGRATOR_FORMAT",
+    help="Read every MANIFEST in this format.  [default: from the extension: .txt, "
+    ".csv, .jsonl (each also .gz); text for -]  [env: MIGRATOR_FORMAT]",
 )
 @click.option(
     "--id-from",
     type=click.Choice([choice.value for choice in IdFrom]),
+    envvar="MIGRATOR_ID_FROM",
     help="Give rows without an id a custom ID made from the URL's path or the "
     "file's path relative to the manifest, so reruns can never duplicate an "
-    "image.  [default: Cloudflare assigns IDs]",
+    "image.  [default: Cloudflare assigns IDs]  [env: MIGRATOR_ID_FROM]",
 )
 @db_option
 @json_option
