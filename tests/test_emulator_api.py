@@ -343,3 +343,26 @@ def test_batch_api_can_have_its_own_port(
 
     assert emulator.batch_url != emulator.base_url
     assert response.status_code == 200
+
+
+def test_list_v1_pages_are_checked_like_list_v2(emulator: Emulator) -> None:
+    url = f"{emulator.main_url}/accounts/{emulator.account_id}/images/v1"
+    headers = {"Authorization": f"Bearer {emulator.api_token}"}
+
+    response = httpx.get(url, headers=headers, params={"per_page": -1})
+
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["code"] == 5400
+
+
+def test_a_bug_in_the_emulator_answers_an_internal_error_envelope(
+    batch: BatchClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(batch.emulator.app.api, "details", broken)
+    response = batch.get("/images/v1/anything")
+
+    assert response.status_code == 500
+    assert response.json()["errors"][0]["code"] == 5500

@@ -156,6 +156,11 @@ class EmulatorApp:
             response = await self._handle(handler, request, params, met, headers)
         except ApiError as error:
             response = failure(error, headers)
+        except Exception:
+            # A fault of the emulator itself: answer as Cloudflare's own internal
+            # errors do, so a client sees an envelope it knows (code 5500).
+            logger.exception("request %s failed inside the emulator", route)
+            response = failure(ApiError(500, 5500, "Internal error"), headers)
 
         if met.name is not None:
             self.stats.faults[met.name] += 1

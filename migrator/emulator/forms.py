@@ -269,7 +269,7 @@ def read_list_query(query: Mapping[str, str]) -> ListQuery:
     order = query.get("sort_order", "desc")
     if order not in ("asc", "desc"):
         raise bad_request(f"sort_order must be asc or desc, not {order!r}")
-    per_page = _per_page(query.get("per_page"))
+    per_page = read_per_page(query.get("per_page"))
     after = decode_continuation(query.get("continuation_token"), order)
 
     filters = []
@@ -289,7 +289,8 @@ def read_list_query(query: Mapping[str, str]) -> ListQuery:
     return ListQuery(order == "desc", after, per_page, query.get("creator"), filters)
 
 
-def _per_page(text: str | None) -> int:
+def read_per_page(text: str | None) -> int:
+    """Read ``per_page``: 1000 by default, 10 to 10,000 as the schema allows."""
     if text is None:
         return 1000
     try:

@@ -130,9 +130,9 @@ class ImagesApi:
         """List one page of images, newest first (the deprecated v1 listing)."""
         try:
             page = max(1, int(request.query_params.get("page", "1")))
-            per_page = int(request.query_params.get("per_page", "1000"))
         except ValueError as error:
-            raise bad_request("page and per_page must be numbers") from error
+            raise bad_request("page must be a number") from error
+        per_page = forms.read_per_page(request.query_params.get("per_page"))
         found = self.images.slice((page - 1) * per_page, per_page)
         return {"images": [self.describe(image) for image in found]}
 
