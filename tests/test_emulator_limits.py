@@ -16,8 +16,9 @@ from tests.fixtures.emulator import BatchClient, LocalOrigin
 
 def send_paced(
     client: httpx.Client, path: str, rate: float, seconds: float
-) -> Counter[int]:
-    """GET ``path`` at ``rate`` requests a second for ``seconds``, from 8 threads."""
+) -> tuple[Counter[int], float]:
+    """GET ``path`` at ``rate`` requests a second for ``seconds``, from 8 threads;
+    return the statuses and the seconds it really took."""
     statuses: Counter[int] = Counter()
     lock = threading.Lock()
     start = time.monotonic() + 0.05
@@ -37,19 +38,25 @@ def send_paced(
         thread.start()
     for thread in threads:
         thread.join()
-    return statuses
+    return statuses, time.monotonic() - start
 
 
 @pytest.mark.slow
 def test_a_batch_token_sending_400_a_second_sees_about_half_refused(
     batch: BatchClient,
 ) -> None:
-    statuses = send_paced(batch.http, "/images/v1/absent", rate=400, seconds=2)
+    statuses, elapsed = send_paced(batch.http, "/images/v1/absent", 400, 2)
 
-    refused = statuses[429] / sum(statuses.values())
-    assert 0.35 <= refused <= 0.6, statuses
-    assert statuses[404] + statuses[429] == sum(statuses.values())
+    sent = sum(statuses.values())
+    accepted = statuses[404]
+    assert statuses[404] + statuses[429] == sent
     assert batch.emulator.stats()["throttled"] == statuses[429]
+    # At most 200 in any second; and, however slow a busy machine makes the
+    # sender, no fewer than it sent within the limit.
+    assert accepted <= 200 * (elapsed + 1)
+    assert accepted >= 0.9 * min(sent, 200 * elapsed)
+    if sent / elapsed >= 380:
+        assert 0.35 <= statuses[429] / sent <= 0.6, statuses
 
 
 def test_throttled_batch_requests_carry_retry_after(
