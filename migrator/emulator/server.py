@@ -137,8 +137,14 @@ class Emulator:
 
     def start(self) -> Emulator:
         """Bind the ports and serve until ``stop``; return once every port answers."""
-        for name, port in self._ports.items():
-            self._sockets[name] = socket.create_server((self.host, port), backlog=2048)
+        try:
+            for name, port in self._ports.items():
+                self._sockets[name] = socket.create_server(
+                    (self.host, port), backlog=2048
+                )
+        except OSError:
+            self.stop()
+            raise
         uvicorn_log = logging.getLogger("uvicorn.error")
         if _quiet_dropped_answers not in uvicorn_log.filters:
             uvicorn_log.addFilter(_quiet_dropped_answers)
@@ -166,6 +172,8 @@ class Emulator:
             self._thread = None
         for sock in self._sockets.values():
             sock.close()
+        self._sockets.clear()
+        self._servers.clear()
         if self._control is not None:
             self._control.close()
             self._control = None
