@@ -21,6 +21,7 @@ import io
 import logging
 import mimetypes
 import os
+import secrets
 import threading
 import urllib.parse
 from collections.abc import Callable, Iterator
@@ -253,12 +254,13 @@ class ImagesClient:
 
     def upload_url(self, url: str, fields: ImageFields) -> ImageRecord:
         """Have Cloudflare fetch ``url`` and store it as a new image."""
-        form = [*_form(fields), ("url", url)]
+        body, content_type = _multipart([*_form(fields), ("url", url)])
+        headers = {"Content-Type": content_type}
         response = self._batch(
             "POST",
             "/v1",
             "upload",
-            lambda: {"files": [(k, (None, v)) for k, v in form]},
+            lambda: {"content": body, "headers": headers},
         )
         return ImageRecord.from_result(_result(response, "upload"))
 
@@ -407,13 +409,9 @@ class ImagesClient:
         while True:
             slot = self.limiter.acquire()
             lease = self.tokens.get(slot)
-            response = self._send(
-                method,
-                self._batch_url + path,
-                operation,
-                headers=_bearer(lease),
-                **build(),
-            )
+            request = build()
+            request["headers"] = {**request.get("headers", {}), **_bearer(lease)}
+            response = self._send(method, self._batch_url + path, operation, **request)
             if response.status_code == 429 and throttled < THROTTLE_RETRIES:
                 # A 429 was refused before any work: safe to send again once the
                 # limiter's pause is over.
@@ -487,6 +485,24 @@ def _form(fields: ImageFields) -> list[tuple[str, str]]:
     if fields.creator is not None:
         form.append(("creator", fields.creator))
     return form
+
+
+def _multipart(form: list[tuple[str, str]]) -> tuple[bytes, str]:
+    """Encode text fields as one multipart/form-data body, and its content type.
+
+    Built in one piece because httpx writes each part of a multipart body to the
+    socket separately, a dozen system calls for a few hundred bytes, and that
+    was most of an upload's CPU time.
+    """
+    # Field names are ours (ASCII); values are UTF-8 text, which multipart carries
+    # as is. A random boundary of 128 bits never occurs inside a value.
+    boundary = secrets.token_hex(16)
+    chunks = []
+    for name, value in form:
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'
+        chunks.append(f"{head}\r\n\r\n{value}\r\n".encode())
+    chunks.append(f"--{boundary}--\r\n".encode())
+    return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
 
 
 def _is_auth_failure(response: httpx.Response) -> bool:

@@ -33,6 +33,9 @@ from migrator.store import JobStore, Outcome, Released, State
 
 logger = logging.getLogger(__name__)
 
+POLL_S = 0.01
+"""How often the bookkeeper looks for results while requests are in flight."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Progress:
@@ -165,7 +168,9 @@ class Runner:
         self.settings = settings
         self.owner = f"run-{uuid.uuid4().hex[:12]}"
         self._work: queue.Queue[Any] = queue.Queue()
-        self._results: queue.Queue[AttemptResult] = queue.Queue()
+        # Workers append and the bookkeeper pops: both are atomic on a deque, and
+        # unlike a Queue no worker wakes the bookkeeper once per result.
+        self._results: collections.deque[AttemptResult] = collections.deque()
         self._stop_reason: str | None = None
         self._fatal: MigratorError | None = None
         self._interrupts = 0
@@ -231,7 +236,7 @@ class Runner:
         settings = self.settings
         next_flush = next_renew = next_progress = time.monotonic()
         while self._stop_reason is None:
-            self._collect(timeout=0.02 if self._outstanding else 0.0)
+            self._collect(wait=POLL_S if self._outstanding else 0.0)
             now = time.monotonic()
             if now >= next_flush:
                 self._flush()
@@ -294,15 +299,15 @@ class Runner:
         self._claimed += len(claims)
         return len(claims)
 
-    def _collect(self, timeout: float) -> None:
-        """Take the workers' results: tally them, feed the breaker, keep outcomes."""
-        try:
-            if timeout:
-                self._take(self._results.get(timeout=timeout))
-            while True:
-                self._take(self._results.get_nowait())
-        except queue.Empty:
-            pass
+    def _collect(self, wait: float) -> None:
+        """Take the workers' results: tally them, feed the breaker, keep outcomes.
+
+        With none waiting, sleep ``wait`` seconds first.
+        """
+        if wait and not self._results:
+            time.sleep(wait)
+        while self._results:
+            self._take(self._results.popleft())
 
     def _take(self, result: AttemptResult) -> None:
         self._outstanding -= 1
@@ -355,8 +360,8 @@ class Runner:
 
         deadline = time.monotonic() + self.settings.stop_timeout
         while self._outstanding > 0 and time.monotonic() < deadline:
-            self._collect(timeout=0.1)
-        self._collect(timeout=0.0)
+            self._collect(wait=POLL_S)
+        self._collect(wait=0.0)
         self._flush()
         if self._outstanding > 0:
             logger.warning(
@@ -437,4 +442,4 @@ class Runner:
             claim = self._work.get()
             if claim is _STOP:
                 return
-            self._results.put(self._attempts.make(claim))
+            self._results.append(self._attempts.make(claim))
