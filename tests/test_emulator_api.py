@@ -366,3 +366,32 @@ def test_a_bug_in_the_emulator_answers_an_internal_error_envelope(
 
     assert response.status_code == 500
     assert response.json()["errors"][0]["code"] == 5500
+
+
+def test_metadata_lookups_stay_right_as_images_change(
+    batch: BatchClient, origin: LocalOrigin
+) -> None:
+    def upload(image_id: str, meta: dict[str, object]) -> None:
+        response = batch.upload(
+            url=origin.synthetic(4, 4), id=image_id, metadata=json.dumps(meta)
+        )
+        assert response.status_code == 200
+
+    upload("a", {"k": "1"})
+    assert list_all(batch, **{"meta.k[eq]": "1"}) == ["a"]
+    upload("b", {"k": 1})
+    upload("c", {"k": True})
+    for index in range(12):
+        upload(f"n{index}", {"k": "1"})
+    batch.http.patch("/images/v1/a", json={"metadata": {"k": "2"}})
+    batch.http.delete("/images/v1/n0")
+
+    assert list_all(batch, **{"meta.k[eq]": "2"}) == ["a"]
+    assert list_all(batch, **{"meta.k[eq]": "true"}) == ["c"]
+    assert list_all(batch, **{"meta.k[eq:number]": "1"}) == ["b"]
+    ones = list_all(batch, **{"meta.k[eq]": "1", "per_page": "10"})
+    assert ones == [f"n{index}" for index in range(11, 0, -1)] + ["b"]
+    ascending = list_all(
+        batch, **{"meta.k[eq]": "1", "per_page": 10, "sort_order": "asc"}
+    )
+    assert ascending == ones[::-1]

@@ -101,9 +101,7 @@ class ImagesApi:
         image = self._find(image_id)
         custom_id = None if _is_assigned(image.id) else image.id
         changes = forms.read_changes(await request.body(), custom_id)
-        for name, value in changes.items():
-            setattr(image, name, value)
-        self.images.save(image)
+        self.images.change(image, changes)
         return self.describe(image)
 
     async def delete(self, request: Request, image_id: str) -> dict[str, Any]:

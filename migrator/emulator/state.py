@@ -15,7 +15,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -128,6 +128,11 @@ class MetaFilter:
     kind: str | None
     value: str
 
+    @property
+    def indexable(self) -> bool:
+        """Say whether ``MetaIndex`` can narrow the images this filter matches."""
+        return self.operator == "eq" and len(self.path) == 1
+
     def matches(self, meta: dict[str, Any]) -> bool:
         found: Any = meta
         for key in self.path:
@@ -182,6 +187,59 @@ def _compare(found: Any, text: str, operator: str) -> bool:
     return left <= right
 
 
+def _index_key(value: Any) -> str | None:
+    """Return the text a metadata value is indexed under (None: not indexed)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(float(value))
+    return value if isinstance(value, str) else None
+
+
+class MetaIndex:
+    """Image IDs by the value of a top-level metadata field.
+
+    A field's index is built on the first ``eq`` filter naming it, then kept up to
+    date: the runner finds an in-doubt upload by ``meta.migrator_key[eq]``, which
+    would otherwise scan every image of a large store per lookup. Lookups return
+    a superset of the matches; the filter itself decides.
+    """
+
+    def __init__(self) -> None:
+        self._fields: dict[str, dict[str, set[str]]] = {}
+
+    def lookup(self, images: dict[str, Image], field: str, text: str) -> set[str]:
+        index = self._fields.get(field)
+        if index is None:
+            index = self._fields[field] = {}
+            for image in images.values():
+                self._file(index, field, image)
+        keys = {text, text.lower()}
+        number = _parse_number(text)
+        if number is not None:
+            keys.add(repr(number))
+        return set().union(*(index.get(key, set()) for key in keys))
+
+    def add(self, image: Image) -> None:
+        for field, index in self._fields.items():
+            self._file(index, field, image)
+
+    def remove(self, image: Image) -> None:
+        for field, index in self._fields.items():
+            key = _index_key(image.meta.get(field))
+            if key is not None:
+                index.get(key, set()).discard(image.id)
+
+    def clear(self) -> None:
+        self._fields.clear()
+
+    @staticmethod
+    def _file(index: dict[str, set[str]], field: str, image: Image) -> None:
+        key = _index_key(image.meta.get(field))
+        if key is not None:
+            index.setdefault(key, set()).add(image.id)
+
+
 class ImageStore:
     """The account's images and drafts, keyed by ID, kept in upload order."""
 
@@ -191,6 +249,7 @@ class ImageStore:
         self._order: list[Image] = []
         self._stale = 0
         self._seq = 0
+        self._index = MetaIndex()
         if journal is not None:
             for image in journal.images():
                 self._images[image.id] = image
@@ -211,10 +270,20 @@ class ImageStore:
         if self.get(image.id) is not None:
             return False
         self._images[image.id] = image
+        self._index.add(image)
         if not image.draft:
             self._append(image)
         self.save(image)
         return True
+
+    def change(self, image: Image, changes: dict[str, Any]) -> None:
+        """Set some of an image's fields (``meta``, ``require_signed_urls``,
+        ``creator``) and save it."""
+        self._index.remove(image)
+        for name, value in changes.items():
+            setattr(image, name, value)
+        self._index.add(image)
+        self.save(image)
 
     def complete(self, draft: Image, filename: str, fmt: str, size: int) -> Image:
         """Turn a draft into a stored image once its file has arrived."""
@@ -238,6 +307,7 @@ class ImageStore:
         image = self._images.pop(image_id, None)
         if image is None:
             return False
+        self._index.remove(image)
         if not image.draft:
             self._stale += 1
             if self._stale > len(self._images):
@@ -248,6 +318,7 @@ class ImageStore:
 
     def clear(self) -> None:
         self._images.clear()
+        self._index.clear()
         self._order.clear()
         self._stale = 0
         if self._journal is not None:
@@ -269,7 +340,7 @@ class ImageStore:
         """Return up to ``limit`` listed images past position ``after``, and the
         position to continue from (None when nothing is left)."""
         found: list[Image] = []
-        for image in self._walk(descending, after):
+        for image in self._candidates(descending, after, filters):
             if creator is not None and (image.creator or "") != creator:
                 continue
             if not all(condition.matches(image.meta) for condition in filters):
@@ -282,6 +353,28 @@ class ImageStore:
     def slice(self, offset: int, count: int) -> list[Image]:
         """Return ``count`` listed images from ``offset``, newest first."""
         return list(itertools.islice(self._walk(True, None), offset, offset + count))
+
+    def _candidates(
+        self, descending: bool, after: int | None, filters: list[MetaFilter]
+    ) -> Iterable[Image]:
+        """Walk the listed images in order, or only those an index points to."""
+        for condition in filters:
+            if not condition.indexable:
+                continue
+            ids = self._index.lookup(self._images, condition.path[0], condition.value)
+            chosen = [
+                image
+                for image in map(self._images.get, ids)
+                if image is not None and not image.draft
+            ]
+            if after is not None:
+                chosen = [
+                    image
+                    for image in chosen
+                    if (image.seq < after if descending else image.seq > after)
+                ]
+            return sorted(chosen, key=lambda image: image.seq, reverse=descending)
+        return self._walk(descending, after)
 
     def _walk(self, descending: bool, after: int | None) -> Iterator[Image]:
         order = self._order
