@@ -67,6 +67,7 @@ class RateLimiter:
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next_free = [clock()] * slots
+        self._cap = max(1, int(rate * HEADROOM))
         self._sent: list[collections.deque[float]] = [
             collections.deque() for _ in range(slots)
         ]
@@ -82,9 +83,10 @@ class RateLimiter:
             slot = min(range(len(self._next_free)), key=self._next_free.__getitem__)
             start = max(now, self._next_free[slot], self._paused_until)
             self._next_free[slot] = start + 1.0 / self._current_rate(now)
-        delay = start - now
-        if delay > 0:
-            self._sleep(delay)
+            if start <= now and self._admitted(slot, now):
+                return slot
+        if start > now:
+            self._sleep(start - now)
         self._admit(slot)
         return slot
 
@@ -95,18 +97,23 @@ class RateLimiter:
         and several late ones leave together; counting actual sends over the last
         second, as the server counts arrivals, keeps that burst under the limit.
         """
-        cap = max(1, int(self.rate * HEADROOM))
-        sent = self._sent[slot]
         while True:
             with self._lock:
                 now = self._clock()
-                while sent and sent[0] <= now - 1.0:
-                    sent.popleft()
-                if len(sent) < cap:
-                    sent.append(now)
+                if self._admitted(slot, now):
                     return
-                wait = sent[0] + 1.0 - now
+                wait = self._sent[slot][0] + 1.0 - now
             self._sleep(wait)
+
+    def _admitted(self, slot: int, now: float) -> bool:
+        """Count a send on ``slot`` now if the last second has room (lock held)."""
+        sent = self._sent[slot]
+        while sent and sent[0] <= now - 1.0:
+            sent.popleft()
+        if len(sent) >= self._cap:
+            return False
+        sent.append(now)
+        return True
 
     def throttle(self, retry_after: float | None) -> None:
         """Record a 429: every slot pauses ``retry_after`` seconds, then goes slower.

@@ -87,6 +87,9 @@ class _Slot:
     renew_at: float = 0.0
     stale: bool = False
     fetching: bool = False
+    ready: tuple[TokenLease, float] | None = None
+    """The current lease and the time to renew it, replaced in one assignment so
+    that ``get`` can read it without the lock."""
 
 
 class TokenPool:
@@ -123,6 +126,9 @@ class TokenPool:
     def get(self, slot: int) -> TokenLease:
         """A token for ``slot``, fetching or renewing it first when needed."""
         state = self._slots[slot]
+        ready = state.ready
+        if ready is not None and self._clock() < ready[1]:
+            return ready[0]
         with self._condition:
             while True:
                 now = self._clock()
@@ -150,6 +156,7 @@ class TokenPool:
         with self._condition:
             if state.generation == lease.generation:
                 state.stale = True
+                state.ready = None
 
     def _renew(self, slot: int, state: _Slot, *, renewing_early: bool) -> TokenLease:
         try:
@@ -157,6 +164,7 @@ class TokenPool:
         except Exception:
             with self._condition:
                 state.fetching = False
+                state.ready = None
                 if renewing_early:
                     state.renew_at = self._clock() + RENEW_RETRY_S
                 self._condition.notify_all()
@@ -183,8 +191,9 @@ class TokenPool:
                 - min(RENEW_BEFORE_S, issued.lifetime * RENEW_FRACTION)
             )
             self.fetches += 1
-            self._condition.notify_all()
             lease = TokenLease(slot, state.generation, issued.secret)
+            state.ready = (lease, state.renew_at)
+            self._condition.notify_all()
         logger.info(
             "batch token %d: fetched, valid %.0f s (generation %d)",
             slot,
