@@ -209,6 +209,19 @@ def test_dropped_answer_leaves_the_upload_stored(
     assert emulator.stats()["faults"] == {"drop": 1}
 
 
+def test_lost_request_is_cut_off_the_same_way_and_stores_nothing(
+    emulator: Emulator, batch: BatchClient, origin: LocalOrigin
+) -> None:
+    emulator.set_faults(lose_rate=1)
+
+    with pytest.raises(httpx.RemoteProtocolError):
+        batch.upload(url=origin.synthetic(4, 4), id="never")
+    emulator.set_faults()
+
+    assert batch.get("/images/v1/never").status_code == 404
+    assert emulator.stats()["faults"] == {"lose": 1}
+
+
 def test_slow_answers_trip_a_short_read_timeout(
     emulator: Emulator, batch: BatchClient
 ) -> None:

@@ -44,6 +44,7 @@ Faults (--faults NAME=VALUE,...; rates are chances per request, 0 to 1):
   storm_rate     start a 429 storm lasting storm_seconds (default 5)
   latency        seconds added to every answer, plus up to latency_jitter
   drop_rate      handle the request, then cut the answer off halfway
+  lose_rate      cut the answer off the same way, without handling
   slow_rate      send the answer slowly, over slow_seconds (default 2)
   expire_rate    refuse a valid batch token with 10000, and from then on
   seed           seed of the random draws, for repeatable runs

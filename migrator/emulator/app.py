@@ -182,6 +182,9 @@ class EmulatorApp:
             await asyncio.sleep(decision.delay)
         if decision.error is not None:
             raise decision.error
+        if decision.lose:
+            # Never handled; the answer is cut short like a dropped one.
+            return failure(ApiError(500, 5500, "Internal error"), headers)
         return success(await handler(request, **params), headers=headers)
 
     def _route(
@@ -281,7 +284,7 @@ async def _answer(
     response: Response, decision: Decision, scope: Scope, receive: Receive, send: Send
 ) -> None:
     """Send the answer, cut short or slowed down if the drawn fault says so."""
-    if decision is NO_FAULT or not (decision.drop or decision.slow):
+    if decision is NO_FAULT or not (decision.drop or decision.lose or decision.slow):
         await response(scope, receive, send)
         return
 
@@ -293,7 +296,7 @@ async def _answer(
         }
     )
     body = bytes(response.body)
-    if decision.drop:
+    if decision.drop or decision.lose:
         # Half the body, then the application returns: the server closes the
         # connection, and the client cannot know whether the request succeeded.
         half = body[: len(body) // 2]

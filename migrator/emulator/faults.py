@@ -40,6 +40,9 @@ class Faults:
     drop_rate: float = 0.0
     """Handle the request (an upload is stored), then close the connection halfway
     through the answer, so the client cannot know the outcome."""
+    lose_rate: float = 0.0
+    """Close the connection the same way without handling the request (nothing
+    is stored): to the client it looks just like a drop."""
     slow_rate: float = 0.0
     """Send the answer's headers at once and its body in two halves, each after
     half of ``slow_seconds``: a client reading with a shorter timeout gives up."""
@@ -88,6 +91,7 @@ class Decision:
     delay: float = 0.0
     error: ApiError | None = None
     drop: bool = False
+    lose: bool = False
     slow: float = 0.0
     expire: bool = False
 
@@ -98,6 +102,8 @@ class Decision:
             return "throttle" if self.error.status == 429 else "server_error"
         if self.drop:
             return "drop"
+        if self.lose:
+            return "lose"
         if self.slow:
             return "slow"
         if self.expire:
@@ -138,6 +144,8 @@ class FaultPlan:
             return Decision(delay, expire=True)
         if draw() < faults.drop_rate:
             return Decision(delay, drop=True)
+        if draw() < faults.lose_rate:
+            return Decision(delay, lose=True)
         if draw() < faults.slow_rate:
             return Decision(delay, slow=faults.slow_seconds)
         return Decision(delay)
