@@ -160,7 +160,7 @@ class Emulator:
                 raise RuntimeError("emulator did not start; see the log above")
             time.sleep(0.005)
         self._control = httpx.Client(base_url=self.base_url, timeout=30)
-        logger.info("emulator serving %s (batch %s)", self.main_url, self.batch_url)
+        logger.debug("emulator serving %s (batch %s)", self.main_url, self.batch_url)
         return self
 
     def stop(self) -> None:
