@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -307,3 +308,28 @@ def test_stats_count_requests_by_route_and_status(
     assert requests["batch POST /images/v1"] == {"200": 1, "409": 1}
     assert requests["batch GET /images/v1/{image_id}"] == {"200": 1, "404": 1}
     assert requests["main GET /images/v1/batch_token"] == {"200": 1}
+
+
+@pytest.mark.slow
+def test_two_hundred_concurrent_connections_each_get_their_own_image(
+    emulator: Emulator, origin: LocalOrigin
+) -> None:
+    url = f"{emulator.batch_url}/images/v1"
+    headers = {"Authorization": f"Bearer {emulator.batch_token()}"}
+    # One client per connection (httpx's pool slows down with many at once), all
+    # sharing one SSL context, which is slow to make.
+    context = ssl.create_default_context()
+
+    async def upload() -> httpx.Response:
+        async with httpx.AsyncClient(headers=headers, verify=context, timeout=60) as c:
+            return await c.post(url, files={"url": (None, origin.synthetic(8, 8))})
+
+    async def crowd() -> list[httpx.Response]:
+        return await asyncio.gather(*(upload() for _ in range(200)))
+
+    answers = asyncio.run(crowd())
+
+    assert [answer.status_code for answer in answers] == [200] * 200
+    ids = {answer.json()["result"]["id"] for answer in answers}
+    assert len(ids) == 200
+    assert emulator.stats()["uploads"]["stored"] == 200
