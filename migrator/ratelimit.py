@@ -29,8 +29,13 @@ scheduling jitter; a counter over any one-second window can then see slightly mo
 than the mean. Three per cent absorbs that without visible loss of throughput.
 """
 
-SLOWDOWN = 0.5
-"""Factor the rate is multiplied by on each 429."""
+SLOWDOWN = 0.75
+"""Factor the rate is multiplied by on each 429.
+
+Under migrator's own pacing a 429 usually means the server saw a burst (its
+clock and ours disagree for a moment), not that the limit is lower than we
+think: a gentle cut, repeated if the 429s go on, costs less than halving.
+"""
 
 RECOVERY_PER_SECOND = 0.1
 """Fraction of the full rate regained each second after the last 429."""

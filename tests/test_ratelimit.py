@@ -7,7 +7,13 @@ import time
 
 import pytest
 
-from migrator.ratelimit import HEADROOM, RateLimiter, WindowBudget
+from migrator.ratelimit import (
+    HEADROOM,
+    RECOVERY_PER_SECOND,
+    SLOWDOWN,
+    RateLimiter,
+    WindowBudget,
+)
 
 
 class FakeClock:
@@ -54,8 +60,8 @@ def test_a_429_pauses_everyone_then_the_rate_recovers() -> None:
     limiter.acquire()
 
     assert clock.now == pytest.approx(1003.0)
-    assert limiter.current_rate() == pytest.approx(200 * HEADROOM * 0.5)
-    clock.now += 5.1
+    assert limiter.current_rate() == pytest.approx(200 * HEADROOM * SLOWDOWN)
+    clock.now += (1 - SLOWDOWN) / RECOVERY_PER_SECOND + 0.1
     assert limiter.current_rate() == pytest.approx(200 * HEADROOM)
     assert limiter.throttled == 1
 
@@ -68,7 +74,7 @@ def test_a_storm_of_429s_halves_the_rate_once_per_pause() -> None:
         limiter.throttle(retry_after=1.0)
 
     clock.now += 1.0
-    assert limiter.current_rate() == pytest.approx(200 * HEADROOM * 0.5)
+    assert limiter.current_rate() == pytest.approx(200 * HEADROOM * SLOWDOWN)
 
 
 def test_real_threads_stay_under_the_rate() -> None:
