@@ -40,6 +40,11 @@ def not_found(image_id: str) -> ApiError:
     return ApiError(404, 5404, f"Image not found: {image_id}")
 
 
+def too_large() -> ApiError:
+    """Refuse an image over 10 MB: code 5413, HTTP 413."""
+    return ApiError(413, 5413, "Image is larger than the 10 MB limit")
+
+
 def unauthenticated() -> ApiError:
     """Refuse a missing, unknown, expired or misplaced token: code 10000, HTTP 401."""
     return ApiError(401, 10000, "Authentication error")

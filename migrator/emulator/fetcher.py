@@ -24,16 +24,12 @@ from urllib.parse import SplitResult, unquote, urljoin, urlsplit
 import httpx
 
 from migrator import rules
-from migrator.emulator.envelope import ApiError, bad_request
+from migrator.emulator.envelope import bad_request, too_large
 from migrator.emulator.settings import Settings
 
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_REDIRECTS = 5
 _IDLE_PER_ORIGIN = 256
-
-
-def too_large() -> ApiError:
-    return ApiError(413, 5413, "Image is larger than the 10 MB limit")
 
 
 class OriginAnswer:

@@ -19,7 +19,7 @@ from typing import Any
 from starlette.requests import Request
 
 from migrator import rules
-from migrator.emulator.envelope import ApiError, bad_request
+from migrator.emulator.envelope import ApiError, bad_request, too_large
 from migrator.emulator.state import MetaFilter
 
 MAX_FILTERS = 5
@@ -90,7 +90,7 @@ async def read_form(request: Request) -> Form:
     async for chunk in request.stream():
         size += len(chunk)
         if size > _MAX_BODY_BYTES:
-            raise ApiError(413, 5413, "Image is larger than the 10 MB limit")
+            raise too_large()
         chunks.append(chunk)
     return parse_form(b"".join(chunks), boundary.encode("latin-1"))
 
