@@ -49,6 +49,16 @@ def test_unknown_api_token_is_refused_with_10000(emulator: Emulator) -> None:
     assert error_code(response) == 10000
 
 
+def test_another_account_is_refused_with_5403(emulator: Emulator) -> None:
+    url = f"{emulator.main_url}/accounts/0000000000000000000000000000beef/images/v2"
+    headers = {"Authorization": f"Bearer {emulator.api_token}"}
+
+    response = httpx.get(url, headers=headers)
+
+    assert response.status_code == 403
+    assert error_code(response) == 5403
+
+
 def test_batch_token_is_refused_on_the_main_api(batch: BatchClient) -> None:
     response = main_get(batch.emulator, "v1/stats", batch.token)
 
