@@ -18,6 +18,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from migrator.errors import AuthError
+
 logger = logging.getLogger(__name__)
 
 RENEW_BEFORE_S = 300.0
@@ -114,6 +116,7 @@ class TokenPool:
         self._clock = clock
         self._slots = [_Slot() for _ in range(count)]
         self._condition = threading.Condition()
+        self._refused: AuthError | None = None
         self.fetches = 0
 
     def __repr__(self) -> str:
@@ -129,6 +132,10 @@ class TokenPool:
         ready = state.ready
         if ready is not None and self._clock() < ready[1]:
             return ready[0]
+        if self._refused is not None:
+            # The API token itself was refused: asking again cannot help, and
+            # every ask spends the main API's small allowance.
+            raise self._refused
         with self._condition:
             while True:
                 now = self._clock()
@@ -161,8 +168,10 @@ class TokenPool:
     def _renew(self, slot: int, state: _Slot, *, renewing_early: bool) -> TokenLease:
         try:
             issued = self._fetch()
-        except Exception:
+        except Exception as error:
             with self._condition:
+                if isinstance(error, AuthError):
+                    self._refused = error
                 state.fetching = False
                 state.ready = None
                 if renewing_early:

@@ -360,18 +360,20 @@ def test_no_token_reaches_the_job_table_or_the_log(
     caplog.set_level(logging.DEBUG)
     emulator = make_emulator(Settings(batch_token_ttl=1.5))
     add_rows(
-        store, [{"source": origin.synthetic(5, 5 + n, delay=0.3)} for n in range(40)]
+        store, [{"source": origin.synthetic(5, 5 + n, delay=0.4)} for n in range(60)]
     )
     add_rows(store, [{"source": origin.dead()}])
-    emulator.set_faults(error_rate=0.2, drop_rate=0.1, seed=5)
+    emulator.set_faults(error_rate=0.1, drop_rate=0.05, seed=5)
 
     with client_for(emulator) as client:
-        summary = Runner(store, client, FAST).run()
+        summary = Runner(
+            store, client, dataclasses.replace(FAST, max_attempts=12)
+        ).run()
         batch_token = client.tokens.get(0).secret.reveal()
 
     table = "\n".join(repr(tuple(row)) for row in rows(store))
     everything = caplog.text + table + repr(summary) + summary.line()
-    assert summary.counts["done"] == 40
+    assert summary.counts["done"] == 60
     assert client.tokens.fetches > 1
     assert batch_token not in everything
     assert emulator.api_token not in everything

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from migrator.errors import TransientApiError
+from migrator.errors import AuthError, TransientApiError
 from migrator.tokens import IssuedToken, Secret, TokenPool
 
 
@@ -146,3 +146,19 @@ def test_each_slot_has_its_own_token() -> None:
 
     assert len(values) == 3
     assert "token" not in repr(pool).replace("TokenPool", "")
+
+
+def test_a_refused_api_token_is_not_asked_again() -> None:
+    calls: list[int] = []
+
+    def refuse() -> IssuedToken:
+        calls.append(1)
+        raise AuthError("batch token: refused", code="10000", http_status=401)
+
+    pool = TokenPool(refuse, count=2)
+
+    for slot in (0, 1, 0):
+        with pytest.raises(AuthError):
+            pool.get(slot)
+
+    assert len(calls) == 1
