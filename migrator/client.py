@@ -21,6 +21,7 @@ import io
 import logging
 import mimetypes
 import os
+import re
 import secrets
 import threading
 import urllib.parse
@@ -79,6 +80,9 @@ THROTTLE_RETRIES = 20
 """429s in a row one request may meet before its row is retried later instead."""
 
 LIST_PAGE_SIZE = 100
+
+SMALL_FILE_BYTES = 256 * 1024
+"""Files up to this size are sent in one body; larger ones are streamed."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -265,10 +269,19 @@ class ImagesClient:
         return ImageRecord.from_result(_result(response, "upload"))
 
     def upload_file(self, part: FilePart, fields: ImageFields) -> ImageRecord:
-        """Stream ``part`` to Cloudflare as a new image (multipart ``file``)."""
+        """Send ``part`` to Cloudflare as a new image (multipart ``file``).
+
+        A small file goes in one body; a larger one is streamed, so memory stays
+        flat whatever the image size and the number of workers.
+        """
         form = _form(fields)
 
         def build() -> dict[str, Any]:
+            part.stream.seek(0)
+            head = part.stream.read(SMALL_FILE_BYTES + 1)
+            if len(head) <= SMALL_FILE_BYTES:
+                body, content_type = _multipart(form, (part, head))
+                return {"content": body, "headers": {"Content-Type": content_type}}
             part.stream.seek(0)
             files: list[tuple[str, Any]] = [(k, (None, v)) for k, v in form]
             files.append(("file", (part.filename, part.stream, part.content_type)))
@@ -487,12 +500,14 @@ def _form(fields: ImageFields) -> list[tuple[str, str]]:
     return form
 
 
-def _multipart(form: list[tuple[str, str]]) -> tuple[bytes, str]:
-    """Encode text fields as one multipart/form-data body, and its content type.
+def _multipart(
+    form: list[tuple[str, str]], file: tuple[FilePart, bytes] | None = None
+) -> tuple[bytes, str]:
+    """Encode fields (and a small file) as one multipart/form-data body.
 
     Built in one piece because httpx writes each part of a multipart body to the
     socket separately, a dozen system calls for a few hundred bytes, and that
-    was most of an upload's CPU time.
+    was most of an upload's CPU time. Returns the body and its content type.
     """
     # Field names are ours (ASCII); values are UTF-8 text, which multipart carries
     # as is. A random boundary of 128 bits never occurs inside a value.
@@ -501,6 +516,14 @@ def _multipart(form: list[tuple[str, str]]) -> tuple[bytes, str]:
     for name, value in form:
         head = f'--{boundary}\r\nContent-Disposition: form-data; name="{name}"'
         chunks.append(f"{head}\r\n\r\n{value}\r\n".encode())
+    if file is not None:
+        part, content = file
+        filename = re.sub(r'["\\\r\n]', "_", part.filename)
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+            f'filename="{filename}"\r\nContent-Type: {part.content_type}'
+        )
+        chunks.append(f"{head}\r\n\r\n".encode() + content + b"\r\n")
     chunks.append(f"--{boundary}--\r\n".encode())
     return b"".join(chunks), f"multipart/form-data; boundary={boundary}"
 

@@ -285,3 +285,20 @@ def test_origin_credentials_are_hidden_where_a_source_is_shown() -> None:
         shown_source("https://photos.example/a.jpg") == "https://photos.example/a.jpg"
     )
     assert shown_source("/srv/photos/a.jpg") == "/srv/photos/a.jpg"
+
+
+@pytest.mark.parametrize(
+    ("name", "size"), [('odd "name".png', 0), ("large.png", 600 * 1024)]
+)
+def test_small_files_go_in_one_body_and_large_ones_are_streamed(
+    emulator: Emulator, tmp_path: Path, name: str, size: int
+) -> None:
+    path = tmp_path / name
+    path.write_bytes(make_image(40, 30, "png", size=size))
+    part = FilePart.open(str(path))
+
+    with client_for(emulator) as client, part.stream:
+        record = client.upload_file(part, ImageFields(custom_id=name))
+
+    assert record.id == name
+    assert emulator.stats()["uploads"]["stored"] == 1
