@@ -94,6 +94,12 @@ class EmulatorProcess:
         self._pipe.send("reset")
         self._pipe.recv()
 
+    def cpu_seconds(self) -> float:
+        """CPU time the emulator's process has used so far (user and system)."""
+        with open(f"/proc/{self._process.pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self._pipe.send("stop")
         self._process.join(timeout=30)

@@ -21,6 +21,7 @@ import argparse
 import concurrent.futures
 import itertools
 import logging
+import math
 import tempfile
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ from migrator.runner import Runner, RunSettings
 from migrator.store import JobStore
 
 LIMIT = 200
-WORKERS_PER_TOKEN = 48
+CEILING_THREADS = 64
 
 
 def sources(
@@ -94,12 +95,20 @@ def ceiling(emulator: EmulatorProcess, paths: list[str], threads: int) -> float:
     return stored / elapsed
 
 
+def workers_per_token(latency: float) -> int:
+    """Enough threads to keep a token busy: its rate times the latency, plus a
+    fifth. More only add threads that wait, and cost CPU while they do."""
+    return math.ceil(LIMIT * latency * 1.2)
+
+
 def drain(
-    emulator: EmulatorProcess, db: Path, tokens: int, seconds: float
-) -> tuple[float, int]:
-    """Run for ``seconds`` with ``tokens`` tokens; uploads/s and 429s sent."""
+    emulator: EmulatorProcess, db: Path, tokens: int, seconds: float, latency: float
+) -> tuple[float, int, float]:
+    """Run for ``seconds`` with ``tokens`` tokens: uploads/s, 429s sent, and the
+    emulator's CPU use (1.0 is one core busy all the time)."""
     before = emulator.stats()["throttled"]
-    workers = WORKERS_PER_TOKEN * tokens
+    cpu = emulator.cpu_seconds()
+    workers = workers_per_token(latency) * tokens
     config = emulator.running.client_config(tokens=tokens, connections=workers + 4)
     settings = RunSettings(workers=workers, max_duration=seconds, handle_signals=False)
     store = JobStore.open(str(db))
@@ -109,7 +118,8 @@ def drain(
     finally:
         store.close()
     throttled = emulator.stats()["throttled"] - before
-    return summary.counts["done"] / summary.elapsed, throttled
+    busy = (emulator.cpu_seconds() - cpu) / summary.elapsed
+    return summary.counts["done"] / summary.elapsed, throttled, busy
 
 
 def main() -> None:
@@ -126,10 +136,10 @@ def main() -> None:
         unlimited = Settings(batch_rate=UNLIMITED)
         with emulator_process(unlimited, faults) as emulator:
             paths = sources(emulator, Path(tmp) / "images", options.source, rows)
-            top = ceiling(emulator, paths, 2 * WORKERS_PER_TOKEN)
+            top = ceiling(emulator, paths, CEILING_THREADS)
         print(
             f"emulator ceiling (no rate limit, {options.latency:.2f} s latency, bare "
-            f"pool of {2 * WORKERS_PER_TOKEN} threads): {top:.1f} uploads/s"
+            f"pool of {CEILING_THREADS} threads): {top:.1f} uploads/s"
         )
 
         rates: dict[int, float] = {}
@@ -143,11 +153,14 @@ def main() -> None:
                     db, sources(emulator, Path(tmp) / "images", options.source, count)
                 )
                 emulator.reset()
-                rate, throttled = drain(emulator, db, tokens, options.seconds)
+                rate, throttled, busy = drain(
+                    emulator, db, tokens, options.seconds, options.latency
+                )
                 rates[tokens] = rate
                 print(
                     f"{tokens} token(s), {options.seconds:.0f} s: "
-                    f"{rate:.1f} uploads/s, {throttled} x 429"
+                    f"{rate:.1f} uploads/s, {throttled} x 429, "
+                    f"emulator CPU {busy:.0%} of a core"
                 )
 
     print(

@@ -424,6 +424,7 @@ class ImagesClient:
             lease = self.tokens.get(slot)
             request = build()
             request["headers"] = {**request.get("headers", {}), **_bearer(lease)}
+            self.limiter.admit(slot)
             response = self._send(method, self._batch_url + path, operation, **request)
             if response.status_code == 429 and throttled < THROTTLE_RETRIES:
                 # A 429 was refused before any work: safe to send again once the

@@ -82,25 +82,26 @@ class RateLimiter:
         self.throttled = 0
 
     def acquire(self) -> int:
-        """Wait for the next free moment on the least busy slot, and return it."""
+        """Wait for the next free moment on the least busy slot, and return it.
+
+        The caller then calls ``admit`` with the slot right before sending.
+        """
         with self._lock:
             now = self._clock()
             slot = min(range(len(self._next_free)), key=self._next_free.__getitem__)
             start = max(now, self._next_free[slot], self._paused_until)
             self._next_free[slot] = start + 1.0 / self._current_rate(now)
-            if start <= now and self._admitted(slot, now):
-                return slot
         if start > now:
             self._sleep(start - now)
-        self._admit(slot)
         return slot
 
-    def _admit(self, slot: int) -> None:
+    def admit(self, slot: int) -> None:
         """Hold a request while its slot already sent a full second's worth.
 
         Pacing spaces the reservations, but a thread that wakes late sends late,
-        and several late ones leave together; counting actual sends over the last
-        second, as the server counts arrivals, keeps that burst under the limit.
+        and several late ones leave together. Counting sends over the last second
+        at the last moment before each one, as the server counts arrivals, keeps
+        such a burst under the limit.
         """
         while True:
             with self._lock:

@@ -125,7 +125,7 @@ def test_no_second_ever_holds_more_sends_than_the_rate() -> None:
 
     def send() -> None:
         for _ in range(10):
-            limiter.acquire()
+            limiter.admit(limiter.acquire())
             with lock:
                 stamps.append(time.monotonic())
 
