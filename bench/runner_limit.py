@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import dataclasses
 import itertools
 import logging
 import math
@@ -38,10 +39,11 @@ from bench.runner_common import (
 from migrator.client import ImagesClient
 from migrator.emulator import Faults, RateLimit, Settings
 from migrator.emulator.origin import make_image
-from migrator.runner import Runner, RunSettings
+from migrator.runner import Progress, Runner, RunSettings
 from migrator.store import JobStore
 
 LIMIT = 200
+WARM_UP_S = 2.0
 CEILING_THREADS = 64
 
 
@@ -97,29 +99,59 @@ def ceiling(emulator: EmulatorProcess, paths: list[str], threads: int) -> float:
 
 def workers_per_token(latency: float) -> int:
     """Enough threads to keep a token busy: its rate times the latency, plus a
-    fifth. More only add threads that wait, and cost CPU while they do."""
+    fifth for the time each request spends in migrator. More only add threads
+    that wait, and cost CPU (and send-time jitter) while they do."""
     return math.ceil(LIMIT * latency * 1.2)
+
+
+@dataclasses.dataclass(frozen=True)
+class Drained:
+    """What one timed run showed."""
+
+    overall: float
+    """Uploads/s from start to end, start-up included."""
+    sustained: float
+    """Uploads/s after the first ``WARM_UP_S`` seconds."""
+    throttled: int
+    """429s the emulator sent."""
+    emulator_busy: float
+    """The emulator's CPU use; 1.0 is one core busy all the time."""
+    client_busy: float
+    """This process's CPU use, likewise."""
 
 
 def drain(
     emulator: EmulatorProcess, db: Path, tokens: int, seconds: float, latency: float
-) -> tuple[float, int, float]:
-    """Run for ``seconds`` with ``tokens`` tokens: uploads/s, 429s sent, and the
-    emulator's CPU use (1.0 is one core busy all the time)."""
+) -> Drained:
+    """Run the runner for ``WARM_UP_S`` + ``seconds`` with ``tokens`` tokens."""
     before = emulator.stats()["throttled"]
-    cpu = emulator.cpu_seconds()
+    emulator_cpu, client_cpu = emulator.cpu_seconds(), time.process_time()
+    samples: list[Progress] = []
     workers = workers_per_token(latency) * tokens
     config = emulator.running.client_config(tokens=tokens, connections=workers + 4)
-    settings = RunSettings(workers=workers, max_duration=seconds, handle_signals=False)
+    settings = RunSettings(
+        workers=workers,
+        max_duration=WARM_UP_S + seconds,
+        handle_signals=False,
+        progress=samples.append,
+        progress_interval=0.5,
+    )
     store = JobStore.open(str(db))
     try:
         with ImagesClient(config) as client:
             summary = Runner(store, client, settings).run()
     finally:
         store.close()
-    throttled = emulator.stats()["throttled"] - before
-    busy = (emulator.cpu_seconds() - cpu) / summary.elapsed
-    return summary.counts["done"] / summary.elapsed, throttled, busy
+
+    warm = next(sample for sample in samples if sample.elapsed >= WARM_UP_S)
+    last = samples[-1]
+    return Drained(
+        overall=summary.counts["done"] / summary.elapsed,
+        sustained=(last.done - warm.done) / (last.elapsed - warm.elapsed),
+        throttled=emulator.stats()["throttled"] - before,
+        emulator_busy=(emulator.cpu_seconds() - emulator_cpu) / summary.elapsed,
+        client_busy=(time.process_time() - client_cpu) / summary.elapsed,
+    )
 
 
 def main() -> None:
@@ -130,7 +162,7 @@ def main() -> None:
     options = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     faults = Faults(latency=options.latency)
-    rows = int(LIMIT * 2 * (options.seconds + 10))
+    rows = int(LIMIT * 2 * (options.seconds + WARM_UP_S + 10))
 
     with tempfile.TemporaryDirectory() as tmp:
         unlimited = Settings(batch_rate=UNLIMITED)
@@ -148,19 +180,18 @@ def main() -> None:
         ) as emulator:
             for tokens in (1, 2):
                 db = Path(tmp) / f"tokens-{tokens}.db"
-                count = int(LIMIT * tokens * (options.seconds + 10))
+                count = int(LIMIT * tokens * (options.seconds + WARM_UP_S + 10))
                 fill_table(
                     db, sources(emulator, Path(tmp) / "images", options.source, count)
                 )
                 emulator.reset()
-                rate, throttled, busy = drain(
-                    emulator, db, tokens, options.seconds, options.latency
-                )
-                rates[tokens] = rate
+                run = drain(emulator, db, tokens, options.seconds, options.latency)
+                rates[tokens] = run.sustained
                 print(
-                    f"{tokens} token(s), {options.seconds:.0f} s: "
-                    f"{rate:.1f} uploads/s, {throttled} x 429, "
-                    f"emulator CPU {busy:.0%} of a core"
+                    f"{tokens} token(s): {run.sustained:.1f} uploads/s sustained over "
+                    f"{options.seconds:.0f} s ({run.overall:.1f} with start-up), "
+                    f"{run.throttled} x 429; CPU: emulator {run.emulator_busy:.0%}, "
+                    f"migrator {run.client_busy:.0%} of a core"
                 )
 
     print(
