@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
 
-from migrator.errors import LockedError
+from migrator.errors import LockedError, StoreError
 
 logger = logging.getLogger(__name__)
 
@@ -128,9 +128,19 @@ def run_lock(url_or_path: str) -> Iterator[TableLock | None]:
     if path is None:
         yield None
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with TableLock(path) as lock:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = TableLock(path)
+        lock.acquire()
+    except OSError as error:
+        raise StoreError(
+            f"cannot lock job table {path}: {error.strerror}; "
+            "check the directory exists and is writable"
+        ) from error
+    try:
         yield lock
+    finally:
+        lock.release()
 
 
 def _holder_description() -> str:

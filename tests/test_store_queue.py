@@ -183,3 +183,16 @@ def test_runs_are_recorded_with_their_end(queue: JobStore) -> None:
     queue.finish_run(run_id, "done", {"done": 3}, requests=4, throttled=1)
 
     assert run_id > 0
+
+
+def test_release_abandoned_frees_every_owners_claims_in_doubt(
+    queue: JobStore,
+) -> None:
+    queue.claim("dead-1", 2, lease=3600)
+    queue.claim("dead-2", 3, lease=3600)
+
+    assert queue.release_abandoned() == 5
+
+    claims = queue.claim("next", 10, lease=60)
+    assert len(claims) == 10
+    assert sum(c.in_doubt for c in claims) == 5

@@ -12,7 +12,7 @@ import click
 
 from migrator.cli import cli
 from migrator.cli.logs import progress_bar
-from migrator.cli.options import db_option, json_option, open_store
+from migrator.cli.options import db_option, json_option, open_store, writing_store
 from migrator.errors import ExitCode, ManifestError
 from migrator.lock import sqlite_path
 from migrator.manifest import (
@@ -80,16 +80,13 @@ def load(
     """
     chosen = Format(format_) if format_ else None
     _check_formats(manifests, chosen)
-    store = open_store(db)
-    try:
+    with writing_store(db) as store:
         counts = load_into(
             store,
             manifests,
             format=chosen,
             id_from=IdFrom(id_from) if id_from else None,
         )
-    finally:
-        store.close()
 
     if as_json:
         click.echo(json.dumps(_counts_json(counts)))
@@ -183,12 +180,9 @@ def upgrade(db: str) -> None:
       migrator db upgrade
       migrator db upgrade --db postgresql+psycopg://db.internal/migration
     """
-    store = open_store(db)
-    try:
+    with writing_store(db) as store:
         revision = store.revision()
         name = _table_name(store)
-    finally:
-        store.close()
     click.echo(f"job table {name} is at schema revision {revision}")
 
 

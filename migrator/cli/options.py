@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import click
 
-from migrator.lock import sqlite_path
+from migrator.lock import run_lock, sqlite_path
 from migrator.store import JobStore
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -41,6 +42,23 @@ def json_option(function: F) -> F:
 def open_store(db: str) -> JobStore:
     """Open (and upgrade) the job table named by ``--db``."""
     return JobStore.open(db)
+
+
+@contextlib.contextmanager
+def writing_store(db: str, *, existing: bool = False) -> Iterator[JobStore]:
+    """Open the job table for a command that writes it, holding its run lock.
+
+    A SQLite job table is written by one process at a time (SQLite before 3.51.3
+    can corrupt a WAL database when two connections write or checkpoint at the
+    same instant), so a load, retry or repair refuses to start while a run holds
+    the table, as a second run does. PostgreSQL tables take no lock.
+    """
+    with run_lock(db):
+        store = open_existing_store(db) if existing else open_store(db)
+        try:
+            yield store
+        finally:
+            store.close()
 
 
 def open_existing_store(db: str) -> JobStore:

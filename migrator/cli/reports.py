@@ -18,7 +18,7 @@ import click
 
 from migrator.cli import cli
 from migrator.cli.logs import is_terminal
-from migrator.cli.options import db_option, open_existing_store
+from migrator.cli.options import db_option, open_existing_store, writing_store
 from migrator.cli.run import Duration
 from migrator.rules import encode_metadata
 from migrator.store import State, utcnow
@@ -196,11 +196,8 @@ def retry(
       migrator retry --source 'https://cdn.example.com/*' --older-than 2h
     """
     where = build_filter(codes, source_glob, older_than, newer_than)
-    store = open_existing_store(db)
-    try:
+    with writing_store(db, existing=True) as store:
         count = store.retry_failed(where)
-    finally:
-        store.close()
     if count:
         click.echo(f"{count} failed rows back to pending; 'migrator run' tries them.")
     else:

@@ -328,9 +328,11 @@ def run_command(
     )
 
     # One run at a time per SQLite job table, taken before the table is opened.
-    with run_lock(db):
+    with run_lock(db) as lock:
         store = open_store(db)
         try:
+            if lock is not None:
+                _release_abandoned(store)
             rejected = load_manifests(store, manifests)
             summary = run_migration(store, config, settings)
         finally:
@@ -346,3 +348,14 @@ def run_command(
         # Every loaded row is done, but the manifests had rows that never loaded.
         return int(ExitCode.USAGE)
     return int(summary.exit_code)
+
+
+def _release_abandoned(store: JobStore) -> None:
+    """Free the claims of a killed run at once: the lock proves it is gone."""
+    released = store.release_abandoned()
+    if released:
+        logger.warning(
+            "job table: %d rows were claimed by a run that stopped without "
+            "writing them back; each is settled before it is sent again",
+            released,
+        )

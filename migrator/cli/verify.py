@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from migrator.client import (
     ImagesClient,
 )
 from migrator.errors import ExitCode
+from migrator.lock import run_lock
 from migrator.store import Action, JobStore, State
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -118,15 +120,17 @@ def verify(
         rate=rate,
         connections=workers,
     )
-    store = open_existing_store(db)
-    try:
-        tally = _verify(store, config, workers, limit, output_format)
-        moved = 0
-        if requeue:
-            moved = store.requeue_done(tally.missing, Action.UPLOAD)
-            moved += store.requeue_done(tally.differs, Action.UPDATE)
-    finally:
-        store.close()
+    # Only a repair writes the table, and then it must not race a run.
+    with run_lock(db) if requeue else contextlib.nullcontext():
+        store = open_existing_store(db)
+        try:
+            tally = _verify(store, config, workers, limit, output_format)
+            moved = 0
+            if requeue:
+                moved = store.requeue_done(tally.missing, Action.UPLOAD)
+                moved += store.requeue_done(tally.differs, Action.UPDATE)
+        finally:
+            store.close()
 
     click.echo(
         f"verify: {tally.checked:,} checked, {len(tally.missing):,} missing, "

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, select, update
+from sqlalchemy import Connection, Row, bindparam, func, select, true, update
 
 from migrator.store.database import Database, utcnow
 from migrator.store.schema import Action, State, images
@@ -179,12 +179,24 @@ class Queue(Database):
         For a runner that stops without knowing which of its claims were sent:
         each is marked in doubt, so the next attempt settles before uploading.
         """
+        return self._release(images.c.lease_owner == owner)
+
+    def release_abandoned(self) -> int:
+        """Put every claimed row back to pending, in doubt, whoever held it.
+
+        Only for a caller holding the job table's run lock, which proves that
+        no other run is alive: the claims left are those of a run that was
+        killed, and need not wait for their leases to run out.
+        """
+        return self._release(true())
+
+    def _release(self, holder: Any) -> int:
         now = utcnow()
         with self.transaction() as connection:
             result = connection.execute(
                 update(images)
                 .where(images.c.state == State.CLAIMED.value)
-                .where(images.c.lease_owner == owner)
+                .where(holder)
                 .values(
                     state=State.PENDING.value,
                     lease_owner=None,
