@@ -254,8 +254,9 @@ def load_manifests(store: JobStore, manifests: tuple[str, ...]) -> int:
     default=120.0,
     show_default=True,
     envvar="MIGRATOR_LEASE",
-    help="Seconds a claimed image stays reserved without renewal; after a crash "
-    "the next run waits this long for it.  [env: MIGRATOR_LEASE]",
+    help="How long a claimed image stays reserved without renewal; on a shared "
+    "PostgreSQL table, how long other runs wait before taking over a crashed "
+    "run's images.  [env: MIGRATOR_LEASE]",
 )
 @summary_json_option
 @dry_run_option
