@@ -196,6 +196,11 @@ class Attempts:
         delay = self._backoff(claim.attempt)
         if retry_after is not None:
             delay = max(delay, retry_after)
+        if in_doubt and claim.custom_id is None:
+            # Settling looks the image up by its migrator_key; one that Cloudflare
+            # is still fetching would not be found yet, and would be sent twice.
+            # (A custom ID needs no wait: a second upload of it gets 5409.)
+            delay = max(delay, self.settings.settle_delay)
         logger.warning(
             "image %s: attempt %d failed, retrying in %.1f s: %s",
             shown_source(claim.source),

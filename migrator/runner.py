@@ -73,6 +73,9 @@ class RunSettings:
     flush_interval: float = 0.25
     backoff_base: float = 2.0
     backoff_cap: float = 300.0
+    settle_delay: float = 30.0
+    """Seconds an upload without a custom ID that may have reached Cloudflare
+    waits before it is looked up: Cloudflare may still be storing it."""
     stop_timeout: float = 30.0
     """Seconds a stopping run waits for requests in flight."""
     breaker_window: int = 200

@@ -33,6 +33,7 @@ FAST = RunSettings(
     workers=8,
     backoff_base=0.05,
     backoff_cap=0.3,
+    settle_delay=0.3,
     idle_poll=0.05,
     handle_signals=False,
 )

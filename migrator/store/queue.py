@@ -16,7 +16,16 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, func, select, true, update
+from sqlalchemy import (
+    Connection,
+    Row,
+    bindparam,
+    case,
+    func,
+    select,
+    true,
+    update,
+)
 
 from migrator.store.database import Database, utcnow
 from migrator.store.schema import Action, State, images
@@ -186,11 +195,16 @@ class Queue(Database):
 
         Only for a caller holding the job table's run lock, which proves that
         no other run is alive: the claims left are those of a run that was
-        killed, and need not wait for their leases to run out.
+        killed. A row with a custom ID is free at once (uploading it twice can
+        only meet 5409); one without waits out its lease, since Cloudflare may
+        still be storing the dead run's upload, which settling would not find.
         """
-        return self._release(true())
+        now = utcnow()
+        lease_end = func.coalesce(images.c.lease_expires_at, now)
+        not_before = case((images.c.custom_id.is_(None), lease_end), else_=now)
+        return self._release(true(), not_before)
 
-    def _release(self, holder: Any) -> int:
+    def _release(self, holder: Any, not_before: Any = None) -> int:
         now = utcnow()
         with self.transaction() as connection:
             result = connection.execute(
@@ -202,7 +216,7 @@ class Queue(Database):
                     lease_owner=None,
                     lease_expires_at=None,
                     in_doubt=True,
-                    next_attempt_at=now,
+                    next_attempt_at=now if not_before is None else not_before,
                     updated_at=now,
                 )
             )
