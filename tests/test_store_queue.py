@@ -211,3 +211,14 @@ def test_abandoned_rows_without_custom_id_wait_out_their_lease(
     claims = queue.claim("next", 10, lease=60)
     assert len(claims) == 7
     assert not {c.row_id for c in held} & {c.row_id for c in claims}
+
+
+def test_a_batch_of_outcomes_counts_only_those_that_applied(queue: JobStore) -> None:
+    first, second, third = queue.claim("a", 3, lease=60)
+    done = Completed(first.row_id, 1, "a", "cf-1", [], None)
+    stale = Failed(second.row_id, 7, "a", "5500", "from an old attempt", 500)
+    wrong_owner = Released(third.row_id, 1, "b")
+
+    assert queue.record([done, stale, wrong_owner, done]) == 1
+
+    assert states(queue) == {"done": 1, "claimed": 2, "pending": 7}
