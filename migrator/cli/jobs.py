@@ -15,19 +15,11 @@ from migrator.cli.logs import progress_bar
 from migrator.cli.options import db_option, json_option, open_store, writing_store
 from migrator.errors import ExitCode, ManifestError
 from migrator.lock import sqlite_path
-from migrator.manifest import (
-    Format,
-    IdFrom,
-    ManifestRow,
-    RowError,
-    detect_format,
-    manifest_rows,
-)
+from migrator.manifest import Format, IdFrom, RowError, detect_format
+from migrator.manifest.batches import RowBatch, read_batches
 from migrator.store import JobStore, LoadCounts, State, StoreStatus
 
 logger = logging.getLogger(__name__)
-
-_PROGRESS_EVERY = 10_000
 
 
 @cli.command()
@@ -105,10 +97,10 @@ def load_into(
 
     Rejected rows do not raise: the counts say how many there were.
     """
-    rows = manifest_rows(manifests, format=format, id_from=id_from)
+    batches = read_batches(manifests, format=format, id_from=id_from)
     bar = progress_bar(None, "loading", unit="row")
     try:
-        counts = store.load(_counted(rows, bar), on_reject=_log_rejected)
+        counts = store.load_batches(_counted(batches, bar), on_reject=_log_rejected)
     finally:
         bar.close()
 
@@ -197,17 +189,11 @@ def _check_formats(manifests: Iterable[str], chosen: Format | None) -> None:
             raise click.BadParameter(str(error), param_hint="MANIFEST") from error
 
 
-def _counted(
-    rows: Iterable[ManifestRow | RowError], bar: Any
-) -> Iterator[ManifestRow | RowError]:
-    """Pass rows through, moving the progress bar every ``_PROGRESS_EVERY``."""
-    seen = 0
-    for row in rows:
-        yield row
-        seen += 1
-        if seen % _PROGRESS_EVERY == 0:
-            bar.update(_PROGRESS_EVERY)
-    bar.update(seen % _PROGRESS_EVERY)
+def _counted(batches: Iterable[RowBatch], bar: Any) -> Iterator[RowBatch]:
+    """Pass batches through, moving the progress bar by each one's lines."""
+    for batch in batches:
+        yield batch
+        bar.update(len(batch) + len(batch.errors))
 
 
 def _log_rejected(error: RowError) -> None:

@@ -23,12 +23,9 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
-import itertools
 import json
 import logging
-import queue
-import threading
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,14 +35,22 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from migrator.errors import StoreError
 from migrator.manifest import ManifestRow, RowError
+from migrator.manifest.batches import (
+    ROW_WIDTH,
+    RowBatch,
+    batched,
+    flatten,
+    in_background,
+)
 from migrator.store.database import Database, _reason, utcnow
 from migrator.store.schema import Action, State, images
 
 logger = logging.getLogger(__name__)
 
 LOAD_BATCH_ROWS = 10_000
-"""Rows written per transaction: large enough to amortise the commit, small enough
-to keep memory flat and the one SQLite connection free for a running runner."""
+"""Rows written per transaction by ``load``: large enough to amortise the commit,
+small enough to keep memory flat and the one SQLite connection free for a running
+runner."""
 
 # The columns a ManifestRow fills, in the order of its fields.
 _ROW_COLUMNS = (
@@ -165,17 +170,27 @@ class Loading(Database):
         ``batch_rows`` is one transaction: an interrupted load keeps every batch
         before the interruption, and loading again finishes the job.
         """
+        # Reading and checking the manifest (Python) overlaps writing the previous
+        # batch (mostly inside SQLite or the server), as far as the GIL allows.
+        batches = in_background(batched(rows, batch_rows))
+        return self.load_batches(batches, on_reject)
+
+    def load_batches(
+        self, batches: Iterable[RowBatch], on_reject: RejectHandler | None = None
+    ) -> LoadCounts:
+        """Load batches of manifest lines, each in one transaction, as ``load`` does.
+
+        A batch's errors are reported before its rows are written.
+        """
         counts = LoadCounts()
         stamp = utcnow()
         report = on_reject or _ignore
-        # Reading and checking the manifest (Python) overlaps writing the previous
-        # batch (mostly inside SQLite or the server): a load keeps two cores busy.
         try:
-            for batch, errors in _in_background(_batches(rows, batch_rows)):
-                for error in errors:
+            for batch in batches:
+                for error in batch.errors:
                     counts.rejected += 1
                     report(error)
-                if batch:
+                if batch.values:
                     self._load_batch(batch, stamp, counts, report)
         except SQLAlchemyError as error:
             raise StoreError(
@@ -193,23 +208,32 @@ class Loading(Database):
 
     def _load_batch(
         self,
-        batch: Sequence[ManifestRow],
+        batch: RowBatch,
         stamp: dt.datetime,
         counts: LoadCounts,
         report: RejectHandler,
     ) -> None:
-        unique = _first_of_each_key(batch, counts, report)
+        # Rows are made into ManifestRow objects only when a key repeats within
+        # the batch or is already in the table: a first load never needs them.
+        values = batch.values
+        keys = batch.keys()
+        unique: dict[str, ManifestRow] | None = None
+        if len(set(keys)) < len(keys):
+            unique = _first_of_each_key(batch.rows(), counts, report)
+            values = flatten(unique.values())
         with self.transaction() as connection:
             before = connection.execute(select(func.max(images.c.id))).scalar() or 0
-            inserted = self._insert_new(connection, list(unique.values()), stamp)
+            inserted = self._insert_new(connection, values, stamp)
             counts.loaded += inserted
-            if inserted == len(unique):
+            if inserted == len(values) // ROW_WIDTH:
                 return
 
             # Some keys were already there: compare those rows, inserted before
             # this batch, with the manifest's. NOTE: on PostgreSQL, rows another
             # load is inserting at the same moment may be counted in neither
             # column; the rows themselves are right.
+            if unique is None:
+                unique = {row.key: row for row in batch.rows()}
             known = connection.execute(
                 select(images.c.key, images.c.content_hash).where(
                     images.c.key.in_(list(unique)), images.c.id <= before
@@ -242,22 +266,29 @@ class Loading(Database):
                 connection.execute(_CHANGE_STATEMENTS[state], params)
 
     def _insert_new(
-        self, connection: Connection, rows: list[ManifestRow], stamp: dt.datetime
+        self, connection: Connection, values: list[Any], stamp: dt.datetime
     ) -> int:
-        """Insert the rows whose key is new; return how many that was."""
+        """Insert the rows whose key is new; return how many that was.
+
+        ``values`` holds the rows' fields one after another, as in ``RowBatch``.
+        """
         fixed = {
             "state": State.PENDING.value,
             "action": Action.UPLOAD.value,
             "now": _processed_stamp(connection, stamp),
         }
         if self.is_sqlite:
-            return _sqlite_insert(connection, rows, fixed)
+            return _sqlite_insert(connection, values, fixed)
 
         # PostgreSQL: the rows go to the driver ready-made, in one executemany
         # (psycopg pipelines it); SQLAlchemy's per-row parameter handling would
         # cost more than the server's insert.
         fixed |= {"attempts": 0, "in_doubt": False}
-        params = [dict(zip(_ROW_COLUMNS, row, strict=True)) | fixed for row in rows]
+        params = [
+            dict(zip(_ROW_COLUMNS, values[start : start + ROW_WIDTH], strict=True))
+            | fixed
+            for start in range(0, len(values), ROW_WIDTH)
+        ]
         return max(
             connection.exec_driver_sql(self._postgres_insert(), params).rowcount, 0
         )
@@ -282,7 +313,7 @@ class Loading(Database):
 
 
 def _sqlite_insert(
-    connection: Connection, rows: list[ManifestRow], fixed: dict[str, Any]
+    connection: Connection, values: list[Any], fixed: dict[str, Any]
 ) -> int:
     """Insert rows into SQLite a few hundred to a statement, new keys only.
 
@@ -291,16 +322,14 @@ def _sqlite_insert(
     sqlite3 module lets the thread reading the manifest run. The statement is
     prepared once and reused.
     """
-    per_row = len(_ROW_COLUMNS)
-    limit = (_sqlite_variable_limit(connection) - 3) // per_row
-    chunk = min(_SQLITE_ROWS_PER_STATEMENT, limit)
+    limit = (_sqlite_variable_limit(connection) - 3) // ROW_WIDTH
+    chunk = min(_SQLITE_ROWS_PER_STATEMENT, limit) * ROW_WIDTH
     head = [fixed["state"], fixed["action"], fixed["now"]]
     inserted = 0
-    for start in range(0, len(rows), chunk):
-        part = rows[start : start + chunk]
-        params = head + list(itertools.chain.from_iterable(part))
+    for start in range(0, len(values), chunk):
+        params = head + values[start : start + chunk]
         result = connection.exec_driver_sql(
-            _sqlite_values_insert(len(part)), tuple(params)
+            _sqlite_values_insert((len(params) - 3) // ROW_WIDTH), tuple(params)
         )
         inserted += max(result.rowcount, 0)
     return inserted
@@ -331,69 +360,6 @@ def _sqlite_variable_limit(connection: Connection) -> int:
     if getlimit is None:
         return _SQLITE_OLD_VARIABLE_LIMIT
     return int(getlimit(_SQLITE_LIMIT_VARIABLE_NUMBER))
-
-
-_Batch = tuple[list[ManifestRow], list[RowError]]
-
-
-def _batches(rows: Iterable[ManifestRow | RowError], size: int) -> Iterator[_Batch]:
-    """Group rows into batches of ``size``, each with the errors met among them."""
-    batch: list[ManifestRow] = []
-    errors: list[RowError] = []
-    for row in rows:
-        if isinstance(row, RowError):
-            errors.append(row)
-        else:
-            batch.append(row)
-        if len(batch) + len(errors) >= size:
-            yield batch, errors
-            batch, errors = [], []
-    if batch or errors:
-        yield batch, errors
-
-
-@dataclass(frozen=True)
-class _End:
-    error: BaseException | None
-
-
-def _in_background(items: Iterator[_Batch]) -> Iterator[_Batch]:
-    """Produce ``items`` in a thread, at most one ahead of the consumer.
-
-    An exception in the thread is raised here, in the consumer. If the consumer
-    stops early, the thread stops at its next hand-over.
-    """
-    handoff: queue.Queue[_Batch | _End] = queue.Queue(maxsize=1)
-    stopped = threading.Event()
-
-    def hand_over(item: _Batch | _End) -> bool:
-        while not stopped.is_set():
-            try:
-                handoff.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not hand_over(item):
-                    return
-        except BaseException as error:
-            hand_over(_End(error))
-        else:
-            hand_over(_End(None))
-
-    thread = threading.Thread(target=produce, name="manifest-reader", daemon=True)
-    thread.start()
-    try:
-        while not isinstance(item := handoff.get(), _End):
-            yield item
-        if item.error is not None:
-            raise item.error
-    finally:
-        stopped.set()
 
 
 def _ignore(_error: RowError) -> None:
