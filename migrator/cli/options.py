@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import click
 
+from migrator.client import CLOUDFLARE_API_URL, CLOUDFLARE_BATCH_URL
 from migrator.lock import run_lock, sqlite_path
 from migrator.store import JobStore
 
@@ -37,6 +38,75 @@ def json_option(function: F) -> F:
     return click.option(
         "--json", "as_json", is_flag=True, help="Print JSON for scripts, not text."
     )(function)
+
+
+def _apply(function: F, options: list[Callable[[F], F]]) -> F:
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def rate_options(function: F) -> F:
+    """``--tokens`` and ``--rate``: how fast Cloudflare may be asked."""
+    return _apply(
+        function,
+        [
+            click.option(
+                "--tokens",
+                type=click.IntRange(1, 64),
+                default=1,
+                show_default=True,
+                envvar="MIGRATOR_TOKENS",
+                help="Batch tokens used side by side; each adds --rate "
+                "requests/s.  [env: MIGRATOR_TOKENS]",
+            ),
+            click.option(
+                "--rate",
+                type=click.FloatRange(0.1, 10_000),
+                default=200.0,
+                show_default=True,
+                envvar="MIGRATOR_RATE",
+                help="Requests per second per batch token, at most.  "
+                "[env: MIGRATOR_RATE]",
+            ),
+        ],
+    )
+
+
+def cloudflare_options(function: F) -> F:
+    """The account, its API token, where the two APIs are, and how fast to go."""
+    return _apply(
+        rate_options(function),
+        [
+            click.option(
+                "--account-id",
+                envvar="CLOUDFLARE_ACCOUNT_ID",
+                help="Cloudflare account ID.  [env: CLOUDFLARE_ACCOUNT_ID]",
+            ),
+            click.option(
+                "--api-token-file",
+                type=click.Path(exists=True, dir_okay=False),
+                envvar="MIGRATOR_API_TOKEN_FILE",
+                help="Read the API token from this file instead of "
+                "CLOUDFLARE_API_TOKEN.  [env: MIGRATOR_API_TOKEN_FILE]",
+            ),
+            click.option(
+                "--api-url",
+                default=CLOUDFLARE_API_URL,
+                show_default=True,
+                envvar="MIGRATOR_API_URL",
+                help="Main API base URL (point it at the emulator to rehearse).  "
+                "[env: MIGRATOR_API_URL]",
+            ),
+            click.option(
+                "--batch-url",
+                default=CLOUDFLARE_BATCH_URL,
+                show_default=True,
+                envvar="MIGRATOR_BATCH_URL",
+                help="Batch API base URL.  [env: MIGRATOR_BATCH_URL]",
+            ),
+        ],
+    )
 
 
 def open_store(db: str) -> JobStore:

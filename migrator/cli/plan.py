@@ -19,7 +19,12 @@ from migrator.audit import SourceProblem
 from migrator.audit import check_sources as probe_sources
 from migrator.cli import cli
 from migrator.cli.logs import echo, progress_bar
-from migrator.cli.options import db_option, json_option, open_existing_store
+from migrator.cli.options import (
+    db_option,
+    json_option,
+    open_existing_store,
+    rate_options,
+)
 from migrator.client import ClientConfig, ImagesClient
 from migrator.errors import ExitCode
 from migrator.store import Action, JobStore, State
@@ -30,32 +35,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 CHECK_WORKERS = 16
 """Default threads for verify and --check-sources: 200 lookups/s at 80 ms each."""
-
-
-def rate_options(function: F) -> F:
-    """``--tokens`` and ``--rate``: how fast Cloudflare may be asked."""
-    options = [
-        click.option(
-            "--tokens",
-            type=click.IntRange(1, 64),
-            default=1,
-            show_default=True,
-            envvar="MIGRATOR_TOKENS",
-            help="Batch tokens used side by side; each adds --rate requests/s.  "
-            "[env: MIGRATOR_TOKENS]",
-        ),
-        click.option(
-            "--rate",
-            type=click.FloatRange(0.1, 10_000),
-            default=200.0,
-            show_default=True,
-            envvar="MIGRATOR_RATE",
-            help="Requests per second per batch token, at most.  [env: MIGRATOR_RATE]",
-        ),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return function
 
 
 def workers_option(function: F) -> F:

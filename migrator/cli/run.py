@@ -15,11 +15,9 @@ from migrator.cli import cli
 from migrator.cli.cron import summary_json_option, write_summary
 from migrator.cli.jobs import load_into
 from migrator.cli.logs import progress_allowed, progress_bar
-from migrator.cli.options import db_option, open_store
+from migrator.cli.options import cloudflare_options, db_option, open_store
 from migrator.cli.plan import dry_run_option, show_dry_run
 from migrator.client import (
-    CLOUDFLARE_API_URL,
-    CLOUDFLARE_BATCH_URL,
     ClientConfig,
     ImagesClient,
 )
@@ -165,58 +163,13 @@ def load_manifests(store: JobStore, manifests: tuple[str, ...]) -> int:
 @cli.command("run")
 @click.argument("manifests", nargs=-1, type=click.Path(allow_dash=True))
 @db_option
-@click.option(
-    "--account-id",
-    envvar="CLOUDFLARE_ACCOUNT_ID",
-    help="Cloudflare account ID.  [env: CLOUDFLARE_ACCOUNT_ID]",
-)
-@click.option(
-    "--api-token-file",
-    type=click.Path(exists=True, dir_okay=False),
-    envvar="MIGRATOR_API_TOKEN_FILE",
-    help=(
-        "Read the API token from this file instead of CLOUDFLARE_API_TOKEN.  "
-        "[env: MIGRATOR_API_TOKEN_FILE]"
-    ),
-)
-@click.option(
-    "--api-url",
-    default=CLOUDFLARE_API_URL,
-    show_default=True,
-    envvar="MIGRATOR_API_URL",
-    help="Main API base URL (point it at the emulator to rehearse).  "
-    "[env: MIGRATOR_API_URL]",
-)
-@click.option(
-    "--batch-url",
-    default=CLOUDFLARE_BATCH_URL,
-    show_default=True,
-    envvar="MIGRATOR_BATCH_URL",
-    help="Batch API base URL.  [env: MIGRATOR_BATCH_URL]",
-)
+@cloudflare_options
 @click.option(
     "--workers",
     type=click.IntRange(1, 1024),
     envvar="MIGRATOR_WORKERS",
     help=f"Upload threads.  [default: {WORKERS_PER_TOKEN} per token; "
     "env: MIGRATOR_WORKERS]",
-)
-@click.option(
-    "--tokens",
-    type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    envvar="MIGRATOR_TOKENS",
-    help="Batch tokens used side by side; each adds --rate requests/s.  "
-    "[env: MIGRATOR_TOKENS]",
-)
-@click.option(
-    "--rate",
-    type=click.FloatRange(0.1, 10_000),
-    default=200.0,
-    show_default=True,
-    envvar="MIGRATOR_RATE",
-    help="Requests per second per batch token, at most.  [env: MIGRATOR_RATE]",
 )
 @click.option(
     "--max-attempts",

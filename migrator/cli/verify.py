@@ -5,8 +5,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-from collections.abc import Callable
-from typing import Any, TypeVar
 
 import click
 
@@ -14,55 +12,16 @@ from migrator.audit import Finding, Problem, as_json
 from migrator.audit import verify as verify_rows
 from migrator.cli import cli
 from migrator.cli.logs import echo, progress_bar
-from migrator.cli.options import db_option, open_existing_store
-from migrator.cli.plan import rate_options, workers_option
+from migrator.cli.options import cloudflare_options, db_option, open_existing_store
+from migrator.cli.plan import workers_option
 from migrator.cli.run import client_config
 from migrator.client import (
-    CLOUDFLARE_API_URL,
-    CLOUDFLARE_BATCH_URL,
     ClientConfig,
     ImagesClient,
 )
 from migrator.errors import ExitCode
 from migrator.lock import run_lock
 from migrator.store import Action, JobStore, State
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def cloudflare_options(function: F) -> F:
-    """The account, its token and where the APIs are, as ``migrator run`` takes them."""
-    options = [
-        click.option(
-            "--account-id",
-            envvar="CLOUDFLARE_ACCOUNT_ID",
-            help="Cloudflare account ID.  [env: CLOUDFLARE_ACCOUNT_ID]",
-        ),
-        click.option(
-            "--api-token-file",
-            type=click.Path(exists=True, dir_okay=False),
-            envvar="MIGRATOR_API_TOKEN_FILE",
-            help="Read the API token from this file instead of "
-            "CLOUDFLARE_API_TOKEN.  [env: MIGRATOR_API_TOKEN_FILE]",
-        ),
-        click.option(
-            "--api-url",
-            default=CLOUDFLARE_API_URL,
-            show_default=True,
-            envvar="MIGRATOR_API_URL",
-            help="Main API base URL.  [env: MIGRATOR_API_URL]",
-        ),
-        click.option(
-            "--batch-url",
-            default=CLOUDFLARE_BATCH_URL,
-            show_default=True,
-            envvar="MIGRATOR_BATCH_URL",
-            help="Batch API base URL.  [env: MIGRATOR_BATCH_URL]",
-        ),
-    ]
-    for option in reversed(options):
-        function = option(function)
-    return rate_options(function)
 
 
 @cli.command()
