@@ -83,7 +83,6 @@ def _register_commands() -> None:
 def main() -> None:
     """Entry point of the console script: run the group, map errors to exit codes."""
     _register_commands()
-    verbose = sum(arg in ("-vv",) or arg.startswith("-vv") for arg in sys.argv[1:])
     try:
         code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:
@@ -93,7 +92,8 @@ def main() -> None:
         error.show()
         sys.exit(error.exit_code)
     except MigratorError as error:
-        if verbose:
+        # The traceback is for -vv only; everyone else gets the one line below.
+        if logger.isEnabledFor(logging.DEBUG):
             logger.exception("migrator stopped")
         click.echo(f"Error: {error}", err=True)
         sys.exit(error.exit_code)
