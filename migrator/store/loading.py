@@ -25,7 +25,7 @@ import datetime as dt
 import functools
 import json
 import logging
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,9 +48,13 @@ from migrator.store.schema import Action, State, images
 logger = logging.getLogger(__name__)
 
 LOAD_BATCH_ROWS = 10_000
-"""Rows written per transaction by ``load``: large enough to amortise the commit,
-small enough to keep memory flat and the one SQLite connection free for a running
-runner."""
+"""Rows written per transaction by ``load``."""
+
+TRANSACTION_ROWS = 100_000
+"""Manifest lines written per transaction by ``load_batches``: each commit of a
+SQLite job table syncs the disk and checkpoints its write-ahead log, which costs as
+much as inserting thousands of rows; a transaction of this size still ends in
+about a second."""
 
 # The columns a ManifestRow fills, in the order of its fields.
 _ROW_COLUMNS = (
@@ -173,25 +177,30 @@ class Loading(Database):
         # Reading and checking the manifest (Python) overlaps writing the previous
         # batch (mostly inside SQLite or the server), as far as the GIL allows.
         batches = in_background(batched(rows, batch_rows))
-        return self.load_batches(batches, on_reject)
+        return self.load_batches(batches, on_reject, transaction_rows=batch_rows)
 
     def load_batches(
-        self, batches: Iterable[RowBatch], on_reject: RejectHandler | None = None
+        self,
+        batches: Iterable[RowBatch],
+        on_reject: RejectHandler | None = None,
+        *,
+        transaction_rows: int = TRANSACTION_ROWS,
     ) -> LoadCounts:
-        """Load batches of manifest lines, each in one transaction, as ``load`` does.
+        """Load batches of manifest lines as ``load`` does, reporting errors as met.
 
-        A batch's errors are reported before its rows are written.
+        Batches are written in transactions of at least ``transaction_rows``
+        lines (whole batches); a batch's errors are reported before its rows
+        are written.
         """
         counts = LoadCounts()
         stamp = utcnow()
         report = on_reject or _ignore
+        remaining = iter(batches)
         try:
-            for batch in batches:
-                for error in batch.errors:
-                    counts.rejected += 1
-                    report(error)
-                if batch.values:
-                    self._load_batch(batch, stamp, counts, report)
+            while self._load_transaction(
+                remaining, transaction_rows, stamp, counts, report
+            ):
+                pass
         except SQLAlchemyError as error:
             raise StoreError(
                 f"job table write failed after {counts.loaded:,} new rows: "
@@ -206,8 +215,31 @@ class Loading(Database):
         )
         return counts
 
+    def _load_transaction(
+        self,
+        batches: Iterator[RowBatch],
+        size: int,
+        stamp: dt.datetime,
+        counts: LoadCounts,
+        report: RejectHandler,
+    ) -> bool:
+        """Load batches in one transaction until ``size`` lines; False at the end."""
+        written = 0
+        with self.transaction() as connection:
+            for batch in batches:
+                for error in batch.errors:
+                    counts.rejected += 1
+                    report(error)
+                if batch.values:
+                    self._load_batch(connection, batch, stamp, counts, report)
+                written += len(batch) + len(batch.errors)
+                if written >= size:
+                    return True
+        return False
+
     def _load_batch(
         self,
+        connection: Connection,
         batch: RowBatch,
         stamp: dt.datetime,
         counts: LoadCounts,
@@ -221,49 +253,44 @@ class Loading(Database):
         if len(set(keys)) < len(keys):
             unique = _first_of_each_key(batch.rows(), counts, report)
             values = flatten(unique.values())
-        with self.transaction() as connection:
-            before = connection.execute(select(func.max(images.c.id))).scalar() or 0
-            inserted = self._insert_new(connection, values, stamp)
-            counts.loaded += inserted
-            if inserted == len(values) // ROW_WIDTH:
-                return
+        before = connection.execute(select(func.max(images.c.id))).scalar() or 0
+        inserted = self._insert_new(connection, values, stamp)
+        counts.loaded += inserted
+        if inserted == len(values) // ROW_WIDTH:
+            return
 
-            # Some keys were already there: compare those rows, inserted before
-            # this batch, with the manifest's. NOTE: on PostgreSQL, rows another
-            # load is inserting at the same moment may be counted in neither
-            # column; the rows themselves are right.
-            if unique is None:
-                unique = {row.key: row for row in batch.rows()}
-            known = connection.execute(
-                select(images.c.key, images.c.content_hash).where(
-                    images.c.key.in_(list(unique)), images.c.id <= before
-                )
-            ).all()
-            differing = [
-                key for key, hash_ in known if unique[key].content_hash != hash_
-            ]
-            counts.unchanged += len(known) - len(differing)
-            if not differing:
-                return
-            existing = connection.execute(
-                select(*_EXISTING_COLUMNS).where(images.c.key.in_(differing))
-            ).all()
-            changes: dict[State, list[dict[str, Any]]] = {}
-            for old in existing:
-                row = unique[old.key]
-                verdict = _compare(row, old, stamp)
-                if verdict is None:
-                    counts.unchanged += 1
-                elif isinstance(verdict, RowError):
-                    counts.rejected += 1
-                    report(verdict)
-                else:
-                    counts.changed += 1
-                    changes.setdefault(verdict, []).append(
-                        _change_params(row, old, stamp)
-                    )
-            for state, params in changes.items():
-                connection.execute(_CHANGE_STATEMENTS[state], params)
+        # Some keys were already there: compare those rows, inserted before
+        # this batch, with the manifest's. NOTE: on PostgreSQL, rows another
+        # load is inserting at the same moment may be counted in neither
+        # column; the rows themselves are right.
+        if unique is None:
+            unique = {row.key: row for row in batch.rows()}
+        known = connection.execute(
+            select(images.c.key, images.c.content_hash).where(
+                images.c.key.in_(list(unique)), images.c.id <= before
+            )
+        ).all()
+        differing = [key for key, hash_ in known if unique[key].content_hash != hash_]
+        counts.unchanged += len(known) - len(differing)
+        if not differing:
+            return
+        existing = connection.execute(
+            select(*_EXISTING_COLUMNS).where(images.c.key.in_(differing))
+        ).all()
+        changes: dict[State, list[dict[str, Any]]] = {}
+        for old in existing:
+            row = unique[old.key]
+            verdict = _compare(row, old, stamp)
+            if verdict is None:
+                counts.unchanged += 1
+            elif isinstance(verdict, RowError):
+                counts.rejected += 1
+                report(verdict)
+            else:
+                counts.changed += 1
+                changes.setdefault(verdict, []).append(_change_params(row, old, stamp))
+        for state, params in changes.items():
+            connection.execute(_CHANGE_STATEMENTS[state], params)
 
     def _insert_new(
         self, connection: Connection, values: list[Any], stamp: dt.datetime
