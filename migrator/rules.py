@@ -31,6 +31,7 @@ _UUID = re.compile(
     r"[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}",
     re.IGNORECASE,
 )
+_UUID_LENGTHS = frozenset(range(32, 37))
 
 
 def encode_metadata(metadata: dict[str, Any]) -> str:
@@ -46,9 +47,13 @@ def check_custom_id(custom_id: str) -> str | None:
         return f"is {len(custom_id)} characters, more than {MAX_CUSTOM_ID_CHARS}"
     if custom_id.startswith("/") or custom_id.endswith("/"):
         return "must not start or end with '/'"
-    if _UUID.fullmatch(custom_id):
+    # A UUID is 32 hex digits, with up to four dashes between their groups.
+    if len(custom_id) in _UUID_LENGTHS and _UUID.fullmatch(custom_id):
         return "must not be a UUID (Cloudflare reserves those for its own IDs)"
-    if _CONTROL_CHARACTER.search(custom_id):
+    # Printable ASCII has no control characters: most IDs skip the search.
+    if not (custom_id.isascii() and custom_id.isprintable()) and (
+        _CONTROL_CHARACTER.search(custom_id)
+    ):
         return "must not contain control characters"
     return None
 

