@@ -379,6 +379,10 @@ def _check_text(value: str) -> str | None:
     return None
 
 
+# Copying a hash object costs less than making one with its options anew.
+_EMPTY_CONTENT_HASH = hashlib.blake2b(digest_size=16)
+
+
 def _content_hash(
     source: str,
     custom_id: str | None,
@@ -393,7 +397,9 @@ def _content_hash(
         f"{source}\x1f{custom_id or ''}\x1f{metadata_json or ''}\x1f{signed}"
         f"\x1f{creator or ''}"
     )
-    return hashlib.blake2b(content.encode(), digest_size=16).hexdigest()
+    hasher = _EMPTY_CONTENT_HASH.copy()
+    hasher.update(content.encode())
+    return hasher.hexdigest()
 
 
 @dataclass(frozen=True, slots=True)
