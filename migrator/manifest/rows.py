@@ -214,9 +214,10 @@ class RowBuilder:
             if problem:
                 return self.error(line, "metadata", problem)
 
-        problem = check_signed_urls(custom_id, require_signed_urls)
-        if problem:
-            return self.error(line, "requireSignedURLs", problem)
+        if require_signed_urls:
+            problem = check_signed_urls(custom_id, require_signed_urls)
+            if problem:
+                return self.error(line, "requireSignedURLs", problem)
         if creator is not None:
             problem = check_creator(creator) or _check_text(creator)
             if problem:
