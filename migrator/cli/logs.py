@@ -16,7 +16,7 @@ import json
 import logging
 import os
 import sys
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import click
 from tqdm import tqdm
@@ -77,7 +77,14 @@ class ColourFormatter(logging.Formatter):
         return f"{colour}{line}{_RESET}" if colour else line
 
 
-class TerminalHandler(logging.StreamHandler[IO[str]]):
+if TYPE_CHECKING:
+    _StreamHandler = logging.StreamHandler[IO[str]]
+else:
+    # StreamHandler can be subscripted at run time only from Python 3.11 on.
+    _StreamHandler = logging.StreamHandler
+
+
+class TerminalHandler(_StreamHandler):
     """A stream handler whose lines scroll above any tqdm bar on the same stream.
 
     tqdm clears its bars, lets the line through, and redraws them; with no bar on
