@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -87,6 +88,12 @@ def test_warnings_of_the_child_are_logged_by_the_parent(
     assert "ignoring unknown columns 'colour'" in caplog.text
 
 
+needs_proc = pytest.mark.skipif(
+    not Path("/proc/self/stat").exists(), reason="finds child processes in /proc"
+)
+
+
+@needs_proc
 def test_stopping_early_ends_the_child(tmp_path: Path) -> None:
     path = write_csv(
         tmp_path / "big.csv", [f"https://x.test/{n}.jpg,p{n}" for n in range(5000)]
@@ -101,6 +108,22 @@ def test_stopping_early_ends_the_child(tmp_path: Path) -> None:
     assert not (_children() & children)
 
 
+@needs_proc
+def test_a_reader_that_dies_is_reported_not_hung_on(tmp_path: Path) -> None:
+    path = write_csv(
+        tmp_path / "big.csv", [f"https://x.test/{n}.jpg,p{n}" for n in range(50_000)]
+    )
+    batches = read_batches([str(path)], size=10)
+    next(batches)
+
+    for child in _children():
+        os.kill(child, signal.SIGKILL)
+
+    with pytest.raises(ManifestError, match="stopped unexpectedly"):
+        for _ in batches:
+            pass
+
+
 def test_batches_count_valid_and_invalid_lines_alike(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "mixed.csv", ["https://x.test/1,a", "nope,b", "x,c"])
 
@@ -110,16 +133,18 @@ def test_batches_count_valid_and_invalid_lines_alike(tmp_path: Path) -> None:
 
 
 def _children() -> set[int]:
-    """Process IDs of this process's living children."""
+    """Process IDs of this process's living manifest readers."""
     found: set[int] = set()
     me = str(os.getpid())
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
-            fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            command = Path(f"/proc/{entry}/cmdline").read_bytes()
         except OSError:
             continue
-        if fields[1] == me and fields[0] != "Z":
+        state, parent = stat.rsplit(")", 1)[1].split()[:2]
+        if parent == me and state != "Z" and b"child_main" in command:
             found.add(int(entry))
     return found
