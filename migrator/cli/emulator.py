@@ -270,7 +270,7 @@ def emulator(
     batch_list_forbidden: bool,
     faults: Faults | None,
 ) -> None:
-    """Serve a local Cloudflare Images API (main and batch) until Ctrl-C.
+    """Serve a local Cloudflare Images API, main and batch hosts.
 
     It answers as Cloudflare does (envelopes, codes, batch tokens, rate limits),
     really fetches upload-by-URL sources, checks the bytes, and can inject

@@ -125,7 +125,7 @@ def load_into(
 @db_option
 @json_option
 def status(db: str, as_json: bool) -> None:
-    """Show how far the migration is: rows by state, top errors, time left.
+    """Show how far the migration is: states, top errors, time left.
 
     Counts come from the job table's indexes, so this is quick on millions of
     rows and safe to run beside a running migration.
