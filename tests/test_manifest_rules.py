@@ -20,7 +20,7 @@ from migrator.manifest import (
     row_key,
     upload_metadata,
 )
-from migrator.manifest.rows import _surely_fits
+from migrator.manifest.rows import _surely_fits, is_plain_object, parse_json
 from migrator.rules import MAX_FILE_BYTES, MAX_METADATA_BYTES, encode_metadata
 
 
@@ -264,6 +264,50 @@ def test_size_shortcut_never_admits_what_the_compact_form_refuses(
     for limit in (compact - 1, compact, compact + 30):
         if _surely_fits(text, limit):
             assert compact <= limit
+
+
+_PLAIN_VALUES = st.one_of(st.text(max_size=20), st.integers(), st.booleans(), st.none())
+
+
+@given(st.dictionaries(st.text(max_size=8), _PLAIN_VALUES, max_size=10))
+def test_compact_objects_of_plain_values_are_plain(metadata: dict[str, object]) -> None:
+    text = encode_metadata(metadata)
+
+    assert is_plain_object(text) == ("\\" not in text)
+
+
+@given(
+    st.text(
+        alphabet=st.sampled_from(
+            list('{}[]:,"\\ -.0123456789eEtruefalsnmigrator_key\n')
+        ),
+        max_size=40,
+    )
+)
+def test_plain_text_is_json_no_shorter_than_its_compact_form(text: str) -> None:
+    if not is_plain_object(text):
+        return
+    parsed = parse_json(text)
+
+    assert isinstance(parsed, dict)
+    assert len(encode_metadata(parsed).encode()) <= len(text.encode())
+    assert (MIGRATION_KEY_FIELD in parsed) == (f'"{MIGRATION_KEY_FIELD}":' in text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"migrator_key":"x"}', '{"a":1,"migrator_key":null}'],
+)
+def test_plain_metadata_may_not_set_the_migration_key(
+    tmp_path: Path, text: str
+) -> None:
+    quoted = text.replace('"', '""')
+    manifest = tmp_path / "m.csv"
+    manifest.write_text(f'url,metadata\nhttps://img.test/a,"{quoted}"\n')
+
+    (item,) = read_manifest(str(manifest))
+
+    assert problem(item).startswith("metadata: must not have a 'migrator_key'")
 
 
 @pytest.mark.parametrize(

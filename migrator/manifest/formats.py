@@ -28,6 +28,7 @@ from migrator.manifest.rows import (
     ManifestRow,
     RowBuilder,
     RowError,
+    is_plain_object,
     json_type,
     parse_json,
     shorten,
@@ -336,7 +337,7 @@ class _CsvColumns:
         creator = cells[self.creator].strip()
 
         metadata: Any = None
-        if metadata_text:
+        if metadata_text and not is_plain_object(metadata_text):
             metadata = parse_json(metadata_text)
             if isinstance(metadata, JsonProblem):
                 return rows.error(line, "metadata", metadata.message)

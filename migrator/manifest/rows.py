@@ -65,6 +65,23 @@ _HTTP_URL_WITH_USERINFO = re.compile(
 )
 _BLANK_OR_CONTROL = re.compile(r"[\x00-\x20\x7f]")
 
+# Metadata as exports usually write it: a compact JSON object whose values are
+# strings without escapes, integers, booleans or null. Such text is valid JSON
+# and at least as long as the compact encoding of what it parses to (a repeated
+# key or a "-0" only shortens it), so it is checked without being parsed.
+_JSON_PLAIN_STRING = r'"[^"\\\x00-\x1f]*"'
+_JSON_PLAIN_MEMBER = (
+    _JSON_PLAIN_STRING
+    + r":(?:"
+    + _JSON_PLAIN_STRING
+    + r"|-?(?:0|[1-9][0-9]*)|true|false|null)"
+)
+_JSON_PLAIN_OBJECT = re.compile(
+    r"\{(?:" + _JSON_PLAIN_MEMBER + r"(?:," + _JSON_PLAIN_MEMBER + r")*)?\}"
+)
+# In such text a key is the only place a quote can be followed by a name.
+_PLAIN_MIGRATION_KEY = f'"{MIGRATION_KEY_FIELD}":'
+
 
 class IdFrom(str, enum.Enum):
     """Where a row without an ``id`` gets its custom ID from."""
@@ -184,7 +201,8 @@ class RowBuilder:
         """Check every value of a row; return the row or its first problem.
 
         ``metadata`` is the parsed object; ``metadata_text``, when given, is the
-        JSON it was parsed from, kept as written.
+        JSON it was parsed from, kept as written. Text that ``is_plain_object``
+        need not be parsed: ``metadata`` may then be ``None``.
         """
         if url is not None and file is not None:
             return self.error(line, "row", "has both a url and a file; give one")
@@ -207,7 +225,7 @@ class RowBuilder:
             return self.error(line, "id", problem)
 
         metadata_json = None
-        if metadata is not None:
+        if metadata is not None or metadata_text is not None:
             metadata_json, problem = _check_metadata(
                 metadata, metadata_text, custom_id is not None
             )
@@ -323,6 +341,8 @@ def _check_metadata(
     compact encoding. The size that counts is that of the compact encoding of
     what is sent (``upload_metadata``).
     """
+    if metadata is None and text is not None:
+        return _check_plain_metadata(text, has_custom_id)
     if not isinstance(metadata, dict):
         return None, check_metadata(metadata)
     if MIGRATION_KEY_FIELD in metadata:
@@ -345,6 +365,26 @@ def _check_metadata(
             f"{MAX_METADATA_BYTES}"
         )
     return encoded if text is None else text, None
+
+
+def is_plain_object(text: str) -> bool:
+    """Whether JSON text is a compact object of plain values, which needs no parsing.
+
+    Plain values are strings without escapes, integers, booleans and null.
+    """
+    return _JSON_PLAIN_OBJECT.fullmatch(text) is not None
+
+
+def _check_plain_metadata(
+    text: str, has_custom_id: bool
+) -> tuple[str | None, str | None]:
+    """Check metadata written as a plain object, as ``_check_metadata`` would."""
+    if _PLAIN_MIGRATION_KEY in text:
+        return None, f"must not have a {MIGRATION_KEY_FIELD!r} field: migrator sets it"
+    added = 0 if has_custom_id else _MIGRATION_KEY_BYTES + (text != "{}")
+    if _surely_fits(text, MAX_METADATA_BYTES - added):
+        return text, None
+    return _check_metadata(parse_json(text), text, has_custom_id)
 
 
 def _surely_fits(text: str, limit: int) -> bool:
