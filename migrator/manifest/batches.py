@@ -3,10 +3,11 @@
 Loading a large manifest is two jobs of about the same size: reading and checking
 rows (Python) and inserting them (mostly SQLite). Python runs one thread at a time,
 so they only overlap when the reading happens in another process. ``read_batches``
-starts one, spawned rather than forked (the parent may already run threads), which
-reads every manifest in turn and hands each batch over a pipe, as flat lists of
-plain values that unpickle quickly. Standard input is not handed to a child: a
-manifest list with ``-`` is read by a thread of this process instead.
+starts one (a fresh interpreter, never a fork: the parent may already run threads)
+which reads every manifest in turn and hands each batch over a pipe as a flat list
+of plain values, in marshal's format, the cheapest Python has to write and read.
+Standard input is not handed to a child: a manifest list with ``-`` is read by a
+thread of this process instead.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import marshal
 import os
 import pickle
 import queue
@@ -161,9 +163,10 @@ def in_background(items: Iterator[RowBatch]) -> Iterator[RowBatch]:
         stopped.set()
 
 
-# What the child sends, each message pickled on its own and preceded by its
+# What the child sends, each message marshalled on its own and preceded by its
 # length: a kind, its payload, and the log records the child made since the last
-# message, for the parent to log.
+# message, for the parent to log. A batch's errors travel as tuples of their
+# fields, the exception that stopped a child as pickled bytes.
 _BATCH = "batch"
 _FINISHED = "finished"
 _FAILED = "failed"
@@ -198,9 +201,11 @@ def _read_in_child(
             kind, payload, records = _receive(child)
             _log_records(records)
             if kind == _BATCH:
-                yield RowBatch(*payload)
+                values, errors = payload
+                yield RowBatch(values, [RowError(*error) for error in errors])
             elif kind == _FAILED:
-                raise payload
+                # Only our own child writes to this pipe.
+                raise pickle.loads(payload)  # noqa: S301
             else:
                 finished = True
                 return
@@ -230,7 +235,7 @@ def _receive(child: subprocess.Popen[bytes]) -> Any:
             f"(exit code {child.returncode}); load again to resume"
         )
     # Only our own child writes to this pipe.
-    return pickle.loads(body)  # noqa: S301
+    return marshal.loads(body)  # noqa: S302
 
 
 def _stop(child: subprocess.Popen[bytes], finished: bool) -> None:
@@ -291,7 +296,7 @@ def child_main(
     root.setLevel(level)
 
     def send(kind: str, payload: Any) -> None:
-        body = pickle.dumps((kind, payload, records.take()), pickle.HIGHEST_PROTOCOL)
+        body = marshal.dumps((kind, payload, records.take()))
         out.write(_LENGTH.pack(len(body)))
         out.write(body)
         out.flush()
@@ -317,20 +322,25 @@ def _send_batches(
     try:
         rows = manifest_rows(paths, format=format, id_from=id_from)
         for batch in batched(rows, size):
-            send(_BATCH, (batch.values, batch.errors))
+            errors = [
+                (error.manifest, error.line, error.field, error.message)
+                for error in batch.errors
+            ]
+            send(_BATCH, (batch.values, errors))
     except ConnectionError:
         raise
     except Exception as error:
         # Whatever stopped the reading is the parent's to raise.
-        send(_FAILED, _picklable(error))
+        send(_FAILED, _pickled(error))
     else:
         send(_FINISHED, None)
 
 
-def _picklable(error: Exception) -> Exception:
-    """The error itself if it survives pickling, else a ``ManifestError`` naming it."""
+def _pickled(error: Exception) -> bytes:
+    """The error pickled, or a ``ManifestError`` naming it if it cannot be."""
     try:
-        pickle.loads(pickle.dumps(error))  # noqa: S301  (made just above)
+        pickled = pickle.dumps(error)
+        pickle.loads(pickled)  # noqa: S301  (made just above)
     except Exception:
-        return ManifestError(f"reading the manifest failed: {error!r}")
-    return error
+        pickled = pickle.dumps(ManifestError(f"reading the manifest failed: {error!r}"))
+    return pickled
