@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import http.client
 import ssl
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import httpx
 import urllib3
@@ -68,11 +68,7 @@ class PooledTransport(httpx.BaseTransport):
         """Send ``request`` and return its answer with the body still to be read."""
         url = request.url
         timeouts = request.extensions.get("timeout", {})
-        headers = urllib3.HTTPHeaderDict()
-        # Latin-1 maps each byte to one character, which http.client encodes
-        # back to the same byte: the headers leave exactly as httpx built them.
-        for name, value in request.headers.raw:
-            headers.add(name.decode("latin-1"), value.decode("latin-1"))
+        headers = _headers(request.headers.raw)
 
         try:
             pool = self._pools.connection_from_host(
@@ -137,6 +133,22 @@ class _AnswerBody(httpx.SyncByteStream):
         if not self._finished:
             self._answer.close()
         self._answer.release_conn()
+
+
+def _headers(raw: list[tuple[bytes, bytes]]) -> Mapping[str, str]:
+    """The request's headers for urllib3, each name and value byte for byte.
+
+    Latin-1 maps each byte to one character, which http.client encodes back to
+    the same byte. A plain dict costs less than urllib3's multi-valued one,
+    which is needed only when a name repeats.
+    """
+    headers = {name.decode("latin-1"): value.decode("latin-1") for name, value in raw}
+    if len(headers) == len(raw):
+        return headers
+    repeated = urllib3.HTTPHeaderDict()
+    for name, value in raw:
+        repeated.add(name.decode("latin-1"), value.decode("latin-1"))
+    return repeated
 
 
 def _body(request: httpx.Request) -> bytes | Iterator[bytes] | None:

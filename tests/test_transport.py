@@ -109,6 +109,21 @@ def test_an_answer_is_returned_with_status_headers_and_body() -> None:
     assert response.content == b"hello"
 
 
+def test_request_headers_leave_as_given_even_when_a_name_repeats() -> None:
+    received: list[bytes] = []
+
+    def handle(connection: socket.socket) -> None:
+        received.append(read_request(connection))
+        connection.sendall(b"HTTP/1.1 204 No Content\r\n\r\n")
+
+    headers = [(b"X-B", b"1"), (b"X-B", b"2"), (b"X-C", "caf\u00e9".encode())]
+    with serve(handle) as url, httpx.Client(transport=PooledTransport(1)) as client:
+        client.get(url, headers=headers)
+
+    assert b"\r\nX-B: 1\r\nX-B: 2\r\n" in received[0]
+    assert "\r\nX-C: caf\u00e9\r\n".encode() in received[0]
+
+
 def test_an_answer_that_never_comes_is_a_read_timeout() -> None:
     def handle(connection: socket.socket) -> None:
         read_request(connection)
