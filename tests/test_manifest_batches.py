@@ -109,6 +109,18 @@ def test_stopping_early_ends_the_child(tmp_path: Path) -> None:
 
 
 @needs_proc
+def test_closing_an_unused_reader_ends_the_child(tmp_path: Path) -> None:
+    path = write_csv(tmp_path / "few.csv", ["https://x.test/1.jpg,a"])
+    batches = read_batches([str(path)])
+    children = _children()
+
+    batches.close()
+
+    assert children
+    assert not (_children() & children)
+
+
+@needs_proc
 def test_a_reader_that_dies_is_reported_not_hung_on(tmp_path: Path) -> None:
     path = write_csv(
         tmp_path / "big.csv", [f"https://x.test/{n}.jpg,p{n}" for n in range(50_000)]

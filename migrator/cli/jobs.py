@@ -72,13 +72,15 @@ def load(
     """
     chosen = Format(format_) if format_ else None
     _check_formats(manifests, chosen)
-    with writing_store(db) as store:
-        counts = load_into(
-            store,
-            manifests,
-            format=chosen,
-            id_from=IdFrom(id_from) if id_from else None,
-        )
+    # The manifests are being read while the job table is locked and opened.
+    batches = read_batches(
+        manifests, format=chosen, id_from=IdFrom(id_from) if id_from else None
+    )
+    try:
+        with writing_store(db) as store:
+            counts = _load(store, batches)
+    finally:
+        batches.close()
 
     if as_json:
         click.echo(json.dumps(_counts_json(counts)))
@@ -98,6 +100,14 @@ def load_into(
     Rejected rows do not raise: the counts say how many there were.
     """
     batches = read_batches(manifests, format=format, id_from=id_from)
+    try:
+        return _load(store, batches)
+    finally:
+        batches.close()
+
+
+def _load(store: JobStore, batches: Iterable[RowBatch]) -> LoadCounts:
+    """Load batches into ``store`` under a progress bar; log rejects and counts."""
     bar = progress_bar(None, "loading", unit="row")
     try:
         counts = store.load_batches(_counted(batches, bar), on_reject=_log_rejected)

@@ -25,7 +25,7 @@ import sys
 import threading
 from collections.abc import Callable, Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, cast
 
 from migrator.errors import ManifestError
 from migrator.manifest.formats import STDIN, Format, manifest_rows
@@ -107,16 +107,18 @@ def read_batches(
 ) -> Generator[RowBatch, None, None]:
     """Read manifests as ``manifest_rows`` does, a batch at a time, ahead of use.
 
-    Files are read by a child process, stdin by a thread; either stays at most
-    a batch or two ahead of the consumer, so memory stays flat. Errors the
+    Files are read by a child process, started at once so that it reads while
+    the caller gets ready; stdin is read by a thread. Either stays at most a
+    batch or two ahead of the consumer, so memory stays flat. Errors the
     reading raises (``ManifestError`` for a manifest that cannot be opened) are
-    raised here. Closing the iterator early stops the reader.
+    raised here. Closing the iterator, used or not, stops the reader.
     """
     if STDIN in paths:
         rows = manifest_rows(paths, format=format, id_from=id_from, stdin=stdin)
-        yield from in_background(batched(rows, size))
-    else:
-        yield from _read_in_child(list(paths), format, id_from, size)
+        return in_background(batched(rows, size))
+    batches = _read_in_child(list(paths), format, id_from, size)
+    next(batches)
+    return cast(Generator[RowBatch, None, None], batches)
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ class _End:
     error: BaseException | None
 
 
-def in_background(items: Iterator[RowBatch]) -> Iterator[RowBatch]:
+def in_background(items: Iterator[RowBatch]) -> Generator[RowBatch, None, None]:
     """Produce ``items`` in a thread, at most one ahead of the consumer.
 
     An exception in the thread is raised here, in the consumer. If the consumer
@@ -184,8 +186,12 @@ _BOOTSTRAP = (
 
 def _read_in_child(
     paths: list[str], format: Format | None, id_from: IdFrom | None, size: int
-) -> Iterator[RowBatch]:
-    """Read manifests in a child process; yield its batches; stop it when done."""
+) -> Generator[RowBatch | None, None, None]:
+    """Read manifests in a child process; yield its batches; stop it when done.
+
+    The first step starts the child and yields ``None``: it leaves the generator
+    inside the block that stops the child, so that closing it always does.
+    """
     # A session of its own keeps Ctrl-C at the terminal away from the child: the
     # parent handles it, and ends the child on its way out.
     child = subprocess.Popen(
@@ -197,6 +203,7 @@ def _read_in_child(
     finished = False
     try:
         _start(child, (paths, format, id_from, size, _log_level()))
+        yield None
         while True:
             kind, payload, records = _receive(child)
             _log_records(records)
