@@ -10,12 +10,14 @@ becomes a ``RowError`` naming the field and what is wrong with it.
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 import math
 import os
 import re
 import stat
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 from urllib.parse import unquote
@@ -122,6 +124,13 @@ class ManifestRow(NamedTuple):
             return None
         parsed: dict[str, Any] = json.loads(self.metadata_json)
         return parsed
+
+
+# Makes a ManifestRow from a tuple of its fields without the Python-level
+# __new__ a NamedTuple has: a quarter of a microsecond, a million times a load.
+_new_row: Callable[[tuple[Any, ...]], ManifestRow] = functools.partial(
+    tuple.__new__, ManifestRow
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,19 +253,21 @@ class RowBuilder:
             if problem:
                 return self.error(line, "creator", problem)
 
-        return ManifestRow(
-            row_key(custom_id, source),
-            source,
-            kind,
-            custom_id,
-            metadata_json,
-            require_signed_urls,
-            creator,
-            self.name,
-            line,
-            _content_hash(
-                source, custom_id, metadata_json, require_signed_urls, creator
-            ),
+        return _new_row(
+            (
+                row_key(custom_id, source),
+                source,
+                kind,
+                custom_id,
+                metadata_json,
+                require_signed_urls,
+                creator,
+                self.name,
+                line,
+                _content_hash(
+                    source, custom_id, metadata_json, require_signed_urls, creator
+                ),
+            )
         )
 
     def _check_file(self, entry: str) -> tuple[str, str | None]:
