@@ -8,11 +8,12 @@ from pathlib import Path
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 
 from migrator.errors import StoreError
 from migrator.store import JobStore
-from migrator.store.database import describe
-from migrator.store.schema import metadata
+from migrator.store.database import alembic_config, describe
+from migrator.store.schema import SCHEMA_REVISION, metadata
 
 
 def test_new_sqlite_job_table_is_readable_by_its_owner_only(tmp_path: Path) -> None:
@@ -66,3 +67,9 @@ def test_descriptions_never_show_a_password() -> None:
 
     assert "s3cret" not in described
     assert "db.internal" in described
+
+
+def test_the_schema_revision_constant_is_alembics_head() -> None:
+    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+    assert head == SCHEMA_REVISION

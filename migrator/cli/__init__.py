@@ -13,14 +13,28 @@ import sys
 import click
 
 from migrator import __version__
+from migrator.cli import commands
 from migrator.cli.logs import configure_logging
 from migrator.errors import ExitCode, MigratorError
 
 logger = logging.getLogger(__name__)
 
 
+class LazyGroup(click.Group):
+    """A group whose commands are imported when first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        commands.import_all()
+        return super().list_commands(ctx)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        commands.import_command(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
 @click.group(
-    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100}
+    cls=LazyGroup,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
 @click.version_option(__version__, "--version", prog_name="migrator")
 @click.option(
@@ -77,12 +91,11 @@ def cli(
 
 def _register_commands() -> None:
     """Attach every command module's commands to the group."""
-    from migrator.cli import commands  # noqa: F401  (registers on import)
+    commands.import_all()
 
 
 def main() -> None:
     """Entry point of the console script: run the group, map errors to exit codes."""
-    _register_commands()
     try:
         code = cli.main(standalone_mode=False)
     except click.exceptions.Abort:

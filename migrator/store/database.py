@@ -16,16 +16,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy import Connection, Engine, create_engine, event, inspect, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from migrator.errors import StoreError
+from migrator.store.schema import SCHEMA_REVISION
 
 logger = logging.getLogger(__name__)
 
@@ -123,28 +120,51 @@ class Database:
 
     def upgrade(self) -> None:
         """Bring the schema to the newest revision, in place, keeping every row."""
-        config = _alembic_config()
-        head = ScriptDirectory.from_config(config).get_current_head()
         with self.transaction() as connection:
             if not self.is_sqlite:
                 # Several hosts may open a new PostgreSQL job table at once.
                 connection.execute(
                     text("SELECT pg_advisory_xact_lock(:id)"), {"id": _UPGRADE_LOCK_ID}
                 )
-            current = MigrationContext.configure(connection).get_current_revision()
-            if current == head:
+            current = _stored_revision(connection)
+            if current == SCHEMA_REVISION:
                 return
-            logger.info("job table upgrading from %s to %s", current or "empty", head)
-            config.attributes["connection"] = connection
-            command.upgrade(config, "head")
+            logger.info(
+                "job table upgrading from %s to %s", current or "empty", SCHEMA_REVISION
+            )
+            _run_alembic_upgrade(connection)
 
     def revision(self) -> str | None:
         """The schema revision the job table is at, ``None`` when empty."""
         with self.reading() as connection:
-            return MigrationContext.configure(connection).get_current_revision()
+            return _stored_revision(connection)
 
 
-def _alembic_config() -> Config:
+def _stored_revision(connection: Connection) -> str | None:
+    """The revision Alembic recorded in the table, read without importing Alembic.
+
+    Alembic takes a quarter of a second to import; every command opens the job
+    table, and it is nearly always at the newest revision already.
+    """
+    if not inspect(connection).has_table("alembic_version"):
+        return None
+    return connection.execute(
+        text("SELECT version_num FROM alembic_version")
+    ).scalar_one_or_none()
+
+
+def _run_alembic_upgrade(connection: Connection) -> None:
+    from alembic import command
+
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+def alembic_config() -> Any:
+    """Alembic's configuration for the revisions shipped in migrator.migrations."""
+    from alembic.config import Config
+
     config = Config()
     scripts = resources.files("migrator.migrations")
     config.set_main_option("script_location", str(scripts))

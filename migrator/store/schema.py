@@ -74,6 +74,9 @@ class UTCDateTime(TypeDecorator[dt.datetime]):
         return value.astimezone(dt.timezone.utc)  # type: ignore[no-any-return]
 
 
+SCHEMA_REVISION = "0001"
+"""The newest Alembic revision in migrations/versions; a test keeps them equal."""
+
 metadata = MetaData()
 
 images = Table(
