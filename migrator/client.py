@@ -346,12 +346,7 @@ class ImagesClient:
                         if len(head) >= length:
                             break
         except httpx.HTTPError as error:
-            raise SourceError(
-                f"{shown_source(url)}: the origin could not be reached: "
-                f"{_describe(error)}",
-                code="origin-unreachable",
-                permanent=False,
-            ) from error
+            raise _unreachable_origin(url, error) from error
         return SourcePeek(
             status=response.status_code,
             size=_total_size(response),
@@ -384,12 +379,7 @@ class ImagesClient:
                         )
                     chunks.append(chunk)
         except httpx.HTTPError as error:
-            raise SourceError(
-                f"{shown_source(url)}: the origin could not be reached: "
-                f"{_describe(error)}",
-                code="origin-unreachable",
-                permanent=False,
-            ) from error
+            raise _unreachable_origin(url, error) from error
         return b"".join(chunks)
 
     # Requests.
@@ -543,6 +533,15 @@ def _result(response: httpx.Response, operation: str) -> Any:
     if response.is_success and isinstance(body, dict) and body.get("success"):
         return body.get("result")
     raise classify(response.status_code, body, operation, _retry_after(response))
+
+
+def _unreachable_origin(url: str, error: httpx.HTTPError) -> SourceError:
+    """An origin that gave no answer: worth trying again later."""
+    return SourceError(
+        f"{shown_source(url)}: the origin could not be reached: {_describe(error)}",
+        code="origin-unreachable",
+        permanent=False,
+    )
 
 
 def _transport_error(error: httpx.HTTPError, operation: str) -> TransportError:
