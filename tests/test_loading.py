@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from migrator.errors import StoreError
 from migrator.manifest import RowError, read_manifest
@@ -317,3 +319,30 @@ def test_metadata_written_differently_is_unchanged(
 
     assert (result, errors) == (counts(unchanged=1), [])
     assert rows(store)["https://img.test/a"].state is State.DONE
+
+
+def test_a_row_another_load_commits_meanwhile_is_compared_not_lost(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    # Two hosts load one PostgreSQL table at once: the other load commits a row
+    # with the same key after this batch read the table's highest id, just
+    # before this batch inserts.
+    store, other = JobStore.open(postgres_url), JobStore.open(postgres_url)
+    theirs = manifest(tmp_path, [{**A, "metadata": {"sku": "old"}}], "theirs.jsonl")
+    interleaved: list[LoadCounts] = []
+
+    def load_theirs_first(*execution: Any) -> None:
+        statement = execution[2]
+        if statement.startswith("INSERT INTO images") and not interleaved:
+            interleaved.append(load(other, theirs)[0])
+
+    event.listen(store.engine, "before_cursor_execute", load_theirs_first)
+    try:
+        result, errors = load(store, manifest(tmp_path, [A]))
+    finally:
+        event.remove(store.engine, "before_cursor_execute", load_theirs_first)
+        other.close()
+
+    assert (interleaved, result, errors) == ([counts(loaded=1)], counts(changed=1), [])
+    assert rows(store)[A["url"]].metadata == {"sku": "A"}
+    store.close()

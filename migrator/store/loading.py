@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Connection, bindparam, func, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, update
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -259,15 +259,17 @@ class Loading(Database):
         if inserted == len(values) // ROW_WIDTH:
             return
 
-        # Some keys were already there: compare those rows, inserted before
-        # this batch, with the manifest's. NOTE: on PostgreSQL, rows another
-        # load is inserting at the same moment may be counted in neither
-        # column; the rows themselves are right.
+        # Some keys were already there: compare those rows with the manifest's.
+        # The rows this batch inserted are the ones above ``before`` stamped by
+        # this load; anything else holding one of its keys was there first,
+        # including rows another load on a PostgreSQL table committed after
+        # ``before`` was read.
         if unique is None:
             unique = {row.key: row for row in batch.rows()}
         known = connection.execute(
             select(images.c.key, images.c.content_hash).where(
-                images.c.key.in_(list(unique)), images.c.id <= before
+                images.c.key.in_(list(unique)),
+                or_(images.c.id <= before, images.c.created_at != stamp),
             )
         ).all()
         differing = [key for key, hash_ in known if unique[key].content_hash != hash_]
