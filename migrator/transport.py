@@ -170,7 +170,7 @@ def _mapped(error: Exception, request: httpx.Request) -> httpx.TransportError:
     as possibly received, since taking a sent request for unsent could store an
     image twice, and the reverse only costs a look-up.
     """
-    message = str(error) or type(error).__name__
+    message = _message(error)
     if isinstance(error, NewConnectionError):
         # Also covers a name that does not resolve (NameResolutionError).
         return httpx.ConnectError(message, request=request)
@@ -191,6 +191,17 @@ def _mapped(error: Exception, request: httpx.Request) -> httpx.TransportError:
         # The peer closed the connection or broke HTTP before a whole answer.
         return httpx.RemoteProtocolError(message, request=request)
     return httpx.ReadError(message, request=request)
+
+
+def _message(error: Exception) -> str:
+    """What went wrong, in urllib3's words, without the exception it wraps.
+
+    urllib3 passes the wrapped exception as a second argument, which ``str``
+    would print as a tuple that says the same thing twice.
+    """
+    if error.args and isinstance(error.args[0], str) and error.args[0]:
+        return error.args[0]
+    return str(error) or type(error).__name__
 
 
 def _refused_certificate(error: SSLError) -> bool:

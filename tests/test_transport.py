@@ -139,8 +139,12 @@ def test_a_body_cut_short_is_a_remote_protocol_error() -> None:
         connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nshort")
         connection.close()
 
-    with serve(handle) as url, pytest.raises(httpx.RemoteProtocolError):
+    with serve(handle) as url, pytest.raises(httpx.RemoteProtocolError) as caught:
         send(url)
+
+    assert str(caught.value) == (
+        "Connection broken: IncompleteRead(5 bytes read, 95 more expected)"
+    )
 
 
 def test_a_connection_closed_before_the_answer_may_have_reached_cloudflare() -> None:
