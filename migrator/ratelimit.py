@@ -37,6 +37,10 @@ clock and ours disagree for a moment), not that the limit is lower than we
 think: a gentle cut, repeated if the 429s go on, costs less than halving.
 """
 
+BURST_SPACING = 0.5
+"""Least gap between two sends on one slot, as a fraction of the pacing interval:
+late requests catch up at twice the rate at most, never all in one instant."""
+
 RECOVERY_PER_SECOND = 0.1
 """Fraction of the full rate regained each second after the last 429."""
 
@@ -99,27 +103,35 @@ class RateLimiter:
         """Hold a request while its slot already sent a full second's worth.
 
         Pacing spaces the reservations, but a thread that wakes late sends late,
-        and several late ones leave together. Counting sends over the last second
-        at the last moment before each one, as the server counts arrivals, keeps
-        such a burst under the limit.
+        and several late ones would leave together: at the start of a run, every
+        worker that reserved a moment while the first batch token was being
+        fetched. Counting sends over the last second at the last moment before
+        each one, as the server counts arrivals, keeps such a burst under the
+        limit; spacing each send at least ``BURST_SPACING`` of the pacing
+        interval after the one before keeps it from arriving all at once, where
+        a few milliseconds between our clock and the server's would put the
+        whole burst inside the server's second along with a full second's
+        worth after it.
         """
         while True:
             with self._lock:
                 now = self._clock()
-                if self._admitted(slot, now):
+                wait = self._wait_to_send(slot, now)
+                if wait <= 0:
+                    self._sent[slot].append(now)
                     return
-                wait = self._sent[slot][0] + 1.0 - now
             self._sleep(wait)
 
-    def _admitted(self, slot: int, now: float) -> bool:
-        """Count a send on ``slot`` now if the last second has room (lock held)."""
+    def _wait_to_send(self, slot: int, now: float) -> float:
+        """How long ``slot`` must wait before its next send (lock held)."""
         sent = self._sent[slot]
         while sent and sent[0] <= now - 1.0:
             sent.popleft()
         if len(sent) >= self._cap:
-            return False
-        sent.append(now)
-        return True
+            return sent[0] + 1.0 - now
+        if not sent:
+            return 0.0
+        return sent[-1] + BURST_SPACING / self._current_rate(now) - now
 
     def throttle(self, retry_after: float | None) -> None:
         """Record a 429: every slot pauses ``retry_after`` seconds, then goes slower.

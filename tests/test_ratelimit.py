@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import threading
 import time
 
 import pytest
 
 from migrator.ratelimit import (
+    BURST_SPACING,
     HEADROOM,
     RECOVERY_PER_SECOND,
     SLOWDOWN,
@@ -94,6 +96,20 @@ def test_real_threads_stay_under_the_rate() -> None:
 
     elapsed = max(stamps) - min(stamps)
     assert len(stamps) / elapsed <= 500
+
+
+def test_late_requests_catch_up_at_twice_the_rate_not_all_at_once() -> None:
+    clock = FakeClock()
+    limiter = RateLimiter(100, clock=clock, sleep=clock.sleep)
+    sent: list[float] = []
+
+    # Ten threads whose reserved moments have all passed reach admit together.
+    for _ in range(10):
+        limiter.admit(0)
+        sent.append(clock.now)
+
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sent)]
+    assert gaps == pytest.approx([BURST_SPACING / (100 * HEADROOM)] * 9)
 
 
 def test_window_budget_waits_for_the_oldest_request_to_leave_the_window() -> None:
