@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 import time
 from collections.abc import Callable
@@ -343,3 +344,30 @@ def test_two_hundred_concurrent_connections_each_get_their_own_image(
     ids = {answer.json()["result"]["id"] for answer in answers}
     assert len(ids) == 200
     assert emulator.stats()["uploads"]["stored"] == 200
+
+
+def test_a_client_hanging_up_mid_upload_is_counted_not_an_error(
+    batch: BatchClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    url = httpx.URL(batch.emulator.batch_url)
+    head = (
+        "POST /images/v1 HTTP/1.1\r\n"
+        f"Host: {url.host}\r\n"
+        f"Authorization: Bearer {batch.token}\r\n"
+        "Content-Type: multipart/form-data; boundary=b\r\n"
+        "Content-Length: 1000\r\n\r\n"
+        "--b\r\n"
+    )
+
+    # A run killed with kill -9 in the middle of sending an upload.
+    with socket.create_connection((url.host, url.port)) as connection:
+        connection.sendall(head.encode())
+
+    deadline = time.monotonic() + 5
+    while not (counted := batch.emulator.stats()["requests"]).get(
+        "batch POST /images/v1"
+    ):
+        assert time.monotonic() < deadline, "the request was never counted"
+        time.sleep(0.05)
+    assert counted["batch POST /images/v1"] == {"499": 1}
+    assert [record for record in caplog.records if record.levelname == "ERROR"] == []

@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 
@@ -45,6 +45,9 @@ from migrator.emulator.tokens import Tokens, bearer
 logger = logging.getLogger(__name__)
 
 _MAIN_PREFIX = "/client/v4/accounts/"
+# Counted in the stats for a request whose client hung up before it was whole,
+# as nginx logs one (no answer is sent).
+_CLIENT_CLOSED_REQUEST = 499
 _SLOW_PIECES = 2
 
 
@@ -156,6 +159,12 @@ class EmulatorApp:
             response = await self._handle(handler, request, params, met, headers)
         except ApiError as error:
             response = failure(error, headers)
+        except ClientDisconnect:
+            # The client hung up before its request was whole (a killed run):
+            # there is nobody to answer, and nothing went wrong here.
+            self.stats.count_request(route, _CLIENT_CLOSED_REQUEST)
+            logger.debug("request %s: the client hung up mid-request", route)
+            return
         except Exception:
             # A fault of the emulator itself: answer as Cloudflare's own internal
             # errors do, so a client sees an envelope it knows (code 5500).
