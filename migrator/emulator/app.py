@@ -192,7 +192,11 @@ class EmulatorApp:
         if decision.error is not None:
             raise decision.error
         if decision.lose:
-            # Never handled; the answer is cut short like a dropped one.
+            # Received whole but never handled; the answer is cut short like a
+            # dropped one. Reading the body first matters: a socket closed with
+            # unread bytes still arriving is reset, and the client would see a
+            # reset instead of a cut answer.
+            await request.body()
             return failure(ApiError(500, 5500, "Internal error"), headers)
         return success(await handler(request, **params), headers=headers)
 
