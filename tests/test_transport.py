@@ -65,9 +65,17 @@ def serve(handle: Handler, wrap: ssl.SSLContext | None = None) -> Iterator[str]:
 
 
 def read_request(connection: socket.socket) -> bytes:
+    """The next request's head, or what came before the connection ended.
+
+    The server closes every connection it accepted when a test ends, which can
+    pull the socket from under a handler still waiting here.
+    """
     data = b""
     while b"\r\n\r\n" not in data:
-        chunk = connection.recv(65536)
+        try:
+            chunk = connection.recv(65536)
+        except OSError:
+            break
         if not chunk:
             break
         data += chunk
