@@ -225,7 +225,10 @@ class DescendantPeaks:
     largest of their peaks; memory the machine must have is their sum. A
     descendant's peak is read from /proc every few milliseconds until it exits, so
     a rise in its last moments could be missed; the reader process's memory is
-    flat by then.
+    flat by then. Until a descendant has executed its own program it still runs
+    in its parent's memory (``subprocess`` starts it with ``vfork``), and /proc
+    shows the parent's figures: it is counted only once its command line differs
+    from its parent's.
     """
 
     def __init__(self, pid: int, every_s: float = 0.01) -> None:
@@ -244,21 +247,31 @@ class DescendantPeaks:
 
     def _watch(self) -> None:
         while not self._stopped.wait(self._every_s):
-            for pid in _descendants(self._pid):
+            for parent, pid in _descendants(self._pid):
+                if _command_line(pid) == _command_line(parent):
+                    continue
                 peak = _high_water_kb(pid)
                 if peak:
                     self._peaks[pid] = max(self._peaks.get(pid, 0), peak)
 
 
-def _descendants(pid: int) -> list[int]:
-    found: list[int] = []
+def _descendants(pid: int) -> list[tuple[int, int]]:
+    """Every process below ``pid``, each as (its parent, itself)."""
+    found: list[tuple[int, int]] = []
     try:
         children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
     except OSError:
         return found
     for child in map(int, children):
-        found += [child, *_descendants(child)]
+        found += [(pid, child), *_descendants(child)]
     return found
+
+
+def _command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
 
 
 def _high_water_kb(pid: int) -> int:
