@@ -204,6 +204,20 @@ def test_csv_with_a_stray_quote_reports_the_lines_it_swallowed(tmp_path: Path) -
     assert "lines 2-3 skipped" in errors[0]
 
 
+def test_csv_with_a_stray_quote_on_the_last_line_skips_that_line(
+    tmp_path: Path,
+) -> None:
+    manifest = write(tmp_path / "m.csv", 'url,id\n"https://a.test/1.jpg,a\n')
+
+    rows, errors = read(manifest)
+
+    assert rows == []
+    assert errors == [
+        f"{manifest}:2: row: is not valid CSV (unexpected end of data); "
+        "check its quotes (it was skipped)"
+    ]
+
+
 def test_jsonl_manifest_reads_typed_values(tmp_path: Path) -> None:
     manifest = write(
         tmp_path / "m.jsonl",

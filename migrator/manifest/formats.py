@@ -248,7 +248,9 @@ def _read_csv(lines: _Lines, rows: RowBuilder) -> Iterator[ManifestRow | RowErro
         except StopIteration:
             return
         except csv.Error as error:
-            skipped = f"lines {start}-{lines.number}" if lines.number > start else "it"
+            skipped = (
+                f"lines {start}-{lines.number}" if lines.number > start else "it was"
+            )
             yield rows.error(
                 start,
                 "row",
